@@ -1,0 +1,5 @@
+import sys
+
+from ntkpaper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Command line: what the Snakefile's rules call.
+
+    python -m ntkpaper check --profile quick       validate every parameter file
+    python -m ntkpaper run KEY --profile quick     run one cached job (a key of the plan)
+    python -m ntkpaper data cifar10                place a dataset in the cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ntkpaper import params as P
+from ntkpaper import plan
+
+
+def compilation_cache(path) -> None:
+    """Persist compiled XLA programs: jobs of one kind compile the same step function."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ntkpaper")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate params/*.yaml")
+    check.add_argument("--profile", default="quick", choices=P.PROFILES)
+    run = sub.add_parser("run", help="run one job of the plan by its key")
+    run.add_argument("key")
+    run.add_argument("--profile", default="quick", choices=P.PROFILES)
+    data = sub.add_parser("data", help="download, verify and cache a dataset")
+    data.add_argument("name")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "data":
+            from ntkpaper import data as data_lib
+
+            data_lib.prepare(args.name)
+            return 0
+        figures = P.load_all(args.profile)
+        jobs = plan.all_jobs(figures)
+        if args.command == "check":
+            print(f"{len(figures)} figures, {len(jobs)} runs on profile {args.profile}: ok")
+            return 0
+        if args.key not in jobs:
+            print(f"error: no run with key {args.key} in params/*.yaml ({args.profile})",
+                  file=sys.stderr)
+            return 2
+        from ntkpaper import runs, store
+
+        compilation_cache(store.runs_dir() / ".jax_cache")
+        runs.execute(jobs[args.key])
+        return 0
+    except Exception as e:  # every expected failure carries its cause and remedy
+        from ntkpaper import data as data_lib
+        from ntkpaper import store, train
+
+        if isinstance(e, (P.ParamsError, data_lib.DatasetUnavailable, store.CorruptEntry,
+                          train.Diverged)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,121 @@
+"""Flax modules for the figures: ResNet-20 (v1) and a small MLP.
+
+Modules only: no losses, no optimisers. Every ReLU output is sown into the ``relu``
+collection so that activation patterns (Fort et al. 2020, section 2) can be read with
+``model.apply(variables, x, mutable=["relu"])``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def relu(module: nn.Module, x: jax.Array) -> jax.Array:
+    """ReLU whose output is recorded in the ``relu`` collection of ``module``."""
+    y = nn.relu(x)
+    module.sow("relu", "out", y)
+    return y
+
+
+class Norm(nn.Module):
+    """Batch norm, or the identity when ``enabled`` is False (ResNet-20 without BN)."""
+
+    enabled: bool = True
+    momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if not self.enabled:
+            return x
+        return nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=1e-5)(x)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity shortcut (He et al. 2016, option A).
+
+    When the block halves the resolution, the shortcut subsamples by 2 and pads the new
+    channels with zeros, so the shortcut has no parameters, as in the CIFAR ResNets.
+    """
+
+    channels: int
+    stride: int
+    batch_norm: bool
+    bn_momentum: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = lambda s: nn.Conv(  # noqa: E731
+            self.channels, (3, 3), strides=(s, s), padding="SAME", use_bias=not self.batch_norm
+        )
+        y = conv(self.stride)(x)
+        y = relu(self, Norm(self.batch_norm, self.bn_momentum)(y, train))
+        y = conv(1)(y)
+        y = Norm(self.batch_norm, self.bn_momentum)(y, train)
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.channels:
+            shortcut = x[:, :: self.stride, :: self.stride, :]
+            extra = self.channels - x.shape[-1]
+            shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+        return relu(self, y + shortcut)
+
+
+class ResNet(nn.Module):
+    """ResNet for CIFAR (He et al. 2016, section 4.2): depth 6n + 2, widths 16, 32, 64.
+
+    ResNet-20 is ``depth=20``. ``width`` multiplies every channel count; ``batch_norm=False``
+    is the "RN20 no BN" of Fort et al. appendix D.1.
+
+    Args of ``__call__``: x: (n, H, W, C) images (32x32 CIFAR or 8x8 digits), train: batch
+    statistics (True) or running averages (False). Returns (n, num_classes) logits.
+    """
+
+    num_classes: int
+    depth: int = 20
+    width: float = 1.0
+    batch_norm: bool = True
+    bn_momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if (self.depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n + 2, got {self.depth}")
+        n = (self.depth - 2) // 6
+        channels = [max(1, round(c * self.width)) for c in (16, 32, 64)]
+        x = nn.Conv(channels[0], (3, 3), padding="SAME", use_bias=not self.batch_norm)(x)
+        x = relu(self, Norm(self.batch_norm, self.bn_momentum)(x, train))
+        for stage, c in enumerate(channels):
+            for block in range(n):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = BasicBlock(c, stride, self.batch_norm, self.bn_momentum)(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes)(x)
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network: x -> Dense -> ReLU -> ... -> Dense(num_classes).
+
+    Args of ``__call__``: x: (n, ...) flattened to (n, d). Returns (n, num_classes).
+    """
+
+    num_classes: int
+    hidden: Sequence[int] = (256,)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for h in self.hidden:
+            x = relu(self, nn.Dense(h)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+def build(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """The model named in a parameter file (``model.name``): ``resnet`` or ``mlp``."""
+    if name == "resnet":
+        return ResNet(num_classes=num_classes, **kwargs)
+    if name == "mlp":
+        return MLP(num_classes=num_classes, **kwargs)
+    raise ValueError(f"unknown model {name!r}")

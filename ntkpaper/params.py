@@ -1,0 +1,323 @@
+"""Parameter files: schema, validation and loading (``params/<figure-id>.yaml``).
+
+A parameter file holds ``notebook:`` (the notebook that draws the figure) and one section
+per profile (``quick:``, ``paper:``). Each section is checked against typed dataclasses
+(one help string per field, as in open_lth's hparams) before any compute. Every error
+names the file and the key, e.g.
+``params/fort-fig4.yaml: quick.parent.lr_drops: expected a list of epochs, got 80``.
+
+Imports nothing heavy (no JAX): the Snakefile loads it to build the workflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PROFILES = ("quick", "paper")
+
+
+class ParamsError(ValueError):
+    """A parameter file that cannot be used; the message names the file and the key."""
+
+
+def spec(help: str, expect: str | None = None, default: Any = dataclasses.MISSING, **bounds):
+    """A dataclass field with a help string, an optional phrase for errors and bounds.
+
+    Bounds: ``gt``, ``ge``, ``lt``, ``le`` apply to a number or to every item of a list.
+    """
+    return field(default=default, metadata={"help": help, "expect": expect, **bounds})
+
+
+# ---------------------------------------------------------------------------------------
+# Sections shared by the figures
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Data:
+    dataset: Literal["digits", "cifar10", "cifar100"] = spec("dataset; digits is embedded")
+    batch_size: int = spec("minibatch size", gt=0)
+    eval_batch: int = spec("examples per forward pass when evaluating", gt=0)
+    augment: bool = spec("random crop (with padding) and horizontal flip")
+    crop_padding: int = spec("zero padding before the random crop, pixels", ge=0)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: Literal["resnet", "mlp"] = spec("architecture")
+    depth: int = spec("ResNet depth, 6n + 2 (20 for ResNet-20)", gt=1)
+    width: float = spec("width multiplier of every channel count", gt=0)
+    batch_norm: bool = spec("batch norm on (false: the 'no BN' variant)")
+
+
+@dataclass(frozen=True)
+class Segment:
+    every: float = spec("snapshot spacing in this segment, epochs", gt=0)
+    until: float = spec("last epoch of this segment", gt=0)
+
+
+@dataclass(frozen=True)
+class Train:
+    seed: int = spec("seed of initialisation and data order", ge=0)
+    epochs: float = spec("length of training, epochs", gt=0)
+    lr: float = spec("learning rate", gt=0)
+    momentum: float = spec("SGD momentum", ge=0, lt=1)
+    weight_decay: float = spec("L2 weight decay added to the gradient", ge=0)
+    lr_drops: tuple[float, ...] = spec("epochs at which lr is multiplied by lr_decay",
+                                       expect="a list of epochs", ge=0)
+    lr_decay: float = spec("factor applied at each drop", gt=0, le=1)
+    snapshots: tuple[Segment, ...] = spec(
+        "snapshot schedule: segments {every, until} in epochs, from 0",
+        expect="a list of {every, until} segments")
+
+    def snapshot_epochs(self) -> list[float]:
+        """Epochs of the snapshots: 0, then each segment's grid up to its ``until``."""
+        epochs, start = [0.0], 0.0
+        for seg in self.snapshots:
+            n = round((seg.until - start) / seg.every)
+            epochs += [start + seg.every * (i + 1) for i in range(n)]
+            start = seg.until
+        return sorted({round(e, 6) for e in epochs if e <= self.epochs + 1e-9})
+
+
+@dataclass(frozen=True)
+class Children:
+    spawn_epochs: tuple[float, ...] = spec("epochs at which children are spawned",
+                                           expect="a list of epochs", ge=0)
+    n_children: int = spec("children per spawn epoch, trained as one vmapped program", ge=2)
+    seed: int = spec("seed of the children's data order", ge=0)
+
+
+@dataclass(frozen=True)
+class Measure:
+    probe_size: int = spec("training examples in the fixed NTK / ReLU probe subset", gt=0)
+    probe_seed: int = spec("seed that picks the probe subset", ge=0)
+    ntk_block: int = spec("examples per Jacobian block when computing the NTK", gt=0)
+    bn_examples: int = spec("training examples used to recompute batch-norm statistics", gt=0)
+    ntk_trace: bool = spec("NTK traced over logits (true) or full mK x mK (false)", default=True)
+    barrier_points: int = spec("points on the interpolation path", ge=2, default=21)
+    bn_stats: Literal["recompute", "interpolate"] = spec(
+        "batch-norm statistics of interpolated networks", default="recompute")
+
+
+@dataclass(frozen=True)
+class IntegratedClaims:
+    late_epoch: float = spec("spawn epoch from which the barrier should be about 0", ge=0)
+    barrier_zero: float = spec("a barrier at most this is 'about 0'", ge=0)
+    barrier_early_min: float = spec("the spawn-0 barrier should exceed the late one by this", ge=0)
+
+
+@dataclass(frozen=True)
+class IntegratedView:
+    """Fort et al. figures 2, 3, 4: parent, children per spawn epoch, measurements."""
+
+    data: Data = spec("data")
+    model: Model = spec("model")
+    parent: Train = spec("parent training")
+    children: Children = spec("children")
+    measure: Measure = spec("measurements")
+    claims: IntegratedClaims = spec("tolerances of the claims table")
+
+    def check(self) -> None:
+        snaps = self.parent.snapshot_epochs()
+        for i, e in enumerate(self.children.spawn_epochs):
+            if not any(abs(e - s) < 1e-6 for s in snaps):
+                raise _error(f"children.spawn_epochs[{i}]",
+                             "an epoch of the parent's snapshot schedule", e)
+            if e >= self.parent.epochs:
+                raise _error(f"children.spawn_epochs[{i}]", "an epoch before parent.epochs", e)
+
+
+NOTEBOOKS: dict[str, type] = {"fort_integrated_view": IntegratedView}
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+
+
+class _KeyError(Exception):
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+
+
+def _error(key: str, expect: str, got: Any) -> _KeyError:
+    return _KeyError(key, f"expected {expect}, got {got!r}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
+    expect = meta.get("expect") or _describe(tp)
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(typing.get_args(tp)[0], value, key, meta)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _error(key, expect, value)
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _error(key, expect, value)
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(item, v, f"{key}[{i}]", {**meta, "expect": None})
+                     for i, v in enumerate(value))
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _error(key, expect, value)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _error(key, expect, value)
+        return value
+    if tp in (int, float):
+        ok = isinstance(value, int) if tp is int else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or not math.isfinite(value):
+            raise _error(key, expect, value)
+        value = tp(value)
+        for name, test, word in (("gt", lambda a, b: a > b, ">"), ("ge", lambda a, b: a >= b, ">="),
+                                 ("lt", lambda a, b: a < b, "<"), ("le", lambda a, b: a <= b, "<=")):
+            if name in meta and not test(value, meta[name]):
+                raise _error(key, f"{_describe(tp)} {word} {meta[name]}", value)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise _error(key, expect, value)
+        return value
+    raise TypeError(f"unsupported field type {tp}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    where = lambda k: f"{prefix}.{k}" if prefix else k  # noqa: E731
+    for k in data:
+        if k not in fields:
+            raise _KeyError(where(k), f"unknown key (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], where(name), dict(f.metadata))
+        elif f.default is dataclasses.MISSING:
+            raise _KeyError(where(name), f"missing ({f.metadata.get('help')})")
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        try:
+            obj.check()
+        except _KeyError as e:
+            raise _KeyError(where(e.key), e.message) from None
+    return obj
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure target: its id, notebook, profile and validated parameters."""
+
+    id: str
+    notebook: str
+    profile: str
+    params: Any
+    path: Path
+
+
+def params_dir() -> Path:
+    """Directory of the parameter files: ``$NTKPAPER_PARAMS`` or ``params/`` of the repo."""
+    return Path(os.environ.get("NTKPAPER_PARAMS", Path(__file__).resolve().parent.parent / "params"))
+
+
+def load_figure(path: str | Path, profile: str) -> Figure:
+    """Read and validate one parameter file for one profile; raise ParamsError if malformed."""
+    path = Path(path)
+    shown = _shown(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{shown}: not valid YAML: {e}") from None
+    except OSError as e:
+        raise ParamsError(f"{shown}: cannot read: {e.strerror}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{shown}: expected a mapping with keys notebook, quick, paper")
+    for k in raw:
+        if k not in ("notebook", *PROFILES):
+            raise ParamsError(f"{shown}: {k}: unknown key (allowed: notebook, {', '.join(PROFILES)})")
+    notebook = raw.get("notebook")
+    if notebook not in NOTEBOOKS:
+        raise ParamsError(f"{shown}: notebook: expected one of {', '.join(NOTEBOOKS)}, got {notebook!r}")
+    if profile not in raw:
+        raise ParamsError(f"{shown}: {profile}: missing (no '{profile}' profile in this file)")
+    try:
+        section = raw[profile]
+        if not isinstance(section, dict):
+            raise _error(profile, "a mapping", section)
+        params = _build(NOTEBOOKS[notebook], section, profile)
+    except _KeyError as e:
+        raise ParamsError(f"{shown}: {e.key}: {e.message}") from None
+    return Figure(path.stem, notebook, profile, params, path)
+
+
+def load_all(profile: str, directory: Path | None = None) -> dict[str, Figure]:
+    """Every figure of ``params/`` for ``profile``, validated (both profiles are checked)."""
+    if profile not in PROFILES:
+        raise ParamsError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    directory = directory or params_dir()
+    figures = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for p in PROFILES:  # a malformed profile is refused even when the other one runs
+            fig = load_figure(path, p)
+            if p == profile:
+                figures[fig.id] = fig
+    return figures
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Content keys
+# ---------------------------------------------------------------------------------------
+
+
+def as_dict(obj: Any) -> Any:
+    """Plain JSON-able form of a parameter dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj))
+
+
+def content_key(spec: dict) -> str:
+    """Key of a run: sha256 of its canonical JSON spec, 16 hex digits (open_lth's hashname)."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a parameter dataclass from ``as_dict`` output (a run's stored spec)."""
+    try:
+        return _build(cls, data, "")
+    except _KeyError as e:
+        raise ParamsError(f"stored spec: {e.key}: {e.message}") from None
+

@@ -1,0 +1,74 @@
+"""Panels in the papers' style (seaborn): functions take arrays and an Axes, return it."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+
+def panel_row(n: int, width: float = 3.4, height: float = 3.0):
+    """A row of ``n`` panels labelled A, B, ... as in Fort et al. figures 2-4."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), constrained_layout=True)
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        ax.set_title(chr(ord("A") + i), loc="left", fontweight="bold")
+    return fig, np.atleast_1d(axes)
+
+
+def training_curves(ax, epoch: np.ndarray, train_error: np.ndarray, test_error: np.ndarray,
+                    train_loss: np.ndarray, test_loss: np.ndarray):
+    """Panel A: parent train/test error (left axis) and loss (right axis) against epoch."""
+    ax.plot(epoch, train_error, label="train error", color="C0")
+    ax.plot(epoch, test_error, label="test error", color="C1")
+    ax.set(xlabel="epoch", ylabel="error")
+    loss_ax = ax.twinx()
+    loss_ax.plot(epoch, train_loss, "--", color="C0", alpha=0.6, label="train loss")
+    loss_ax.plot(epoch, test_loss, "--", color="C1", alpha=0.6, label="test loss")
+    loss_ax.set_ylabel("loss")
+    loss_ax.grid(False)
+    lines = ax.get_lines() + loss_ax.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize="small")
+    return ax
+
+
+def against_spawn(ax, spawn_epoch: np.ndarray, series: dict[str, np.ndarray], ylabel: str,
+                  log_x: bool = True):
+    """Panels B and E: a quantity measured on children at the end, against spawn epoch.
+
+    With ``log_x`` the axis is symlog so that spawn epoch 0 shows beside the early epochs.
+    """
+    for label, y in series.items():
+        ax.plot(spawn_epoch, y, "o-", label=label)
+    if log_x:
+        ax.set_xscale("symlog", linthresh=max(1e-3, float(np.min(spawn_epoch[spawn_epoch > 0],
+                                                                     initial=1.0))))
+    ax.set(xlabel="spawn epoch", ylabel=ylabel)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def heatmap(ax, epoch: np.ndarray, matrix: np.ndarray, label: str,
+            marks: Sequence[float] = ()):
+    """Panels C and D: a distance between the parent at every pair of snapshot epochs.
+
+    ``marks`` (learning-rate drops) are drawn as dashed lines. Axes are snapshot indices
+    labelled by epoch, so dense early snapshots get room.
+    """
+    im = ax.imshow(matrix, origin="lower", cmap="viridis", interpolation="nearest")
+    ticks = np.unique(np.linspace(0, len(epoch) - 1, min(6, len(epoch))).round().astype(int))
+    ax.set_xticks(ticks, [f"{epoch[i]:g}" for i in ticks])
+    ax.set_yticks(ticks, [f"{epoch[i]:g}" for i in ticks])
+    for m in marks:
+        i = np.interp(m, epoch, np.arange(len(epoch)))
+        ax.axvline(i, ls="--", color="w", lw=1)
+        ax.axhline(i, ls="--", color="w", lw=1)
+    ax.set(xlabel="epoch", ylabel="epoch")
+    ax.grid(False)
+    ax.figure.colorbar(im, ax=ax, label=label, shrink=0.8)
+    return ax

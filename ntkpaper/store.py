@@ -1,0 +1,175 @@
+"""Content-keyed run store: the only module that writes run and result files.
+
+Layout (open_lth's ``paths.py``: one function per file name)::
+
+    runs/<kind>/<key>/spec.json        what determines the run (its key is a hash of it)
+    runs/<kind>/<key>/<name>.npz       arrays, each file carrying its own sha256
+    runs/<kind>/<key>/manifest.json    written last: a run without it is incomplete
+
+Every write goes to a temporary file in the same directory, is flushed and fsynced, then
+renamed over the target (``os.replace``), so a killed job never leaves a half-written
+file under a final name. Every ``.npz`` stores a sha256 of its arrays and is verified on
+load: a corrupted or truncated entry raises ``CorruptEntry``, never loads silently.
+No pickle: ``np.load(..., allow_pickle=False)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHECKSUM = "__sha256__"
+
+
+class CorruptEntry(RuntimeError):
+    """A stored file whose checksum does not match; the message says how to recover."""
+
+
+def runs_dir() -> Path:
+    """Root of the run store: ``$NTKPAPER_RUNS`` or ``runs/`` in the working directory."""
+    return Path(os.environ.get("NTKPAPER_RUNS", "runs"))
+
+
+def data_dir() -> Path:
+    """Dataset cache: ``$NTKPAPER_DATA`` if set, else ``~/.cache/ntkpaper``."""
+    env = os.environ.get("NTKPAPER_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "ntkpaper"
+
+
+def run_dir(kind: str, key: str) -> Path:
+    return runs_dir() / kind / key
+
+
+def manifest_path(kind: str, key: str) -> Path:
+    return run_dir(kind, key) / "manifest.json"
+
+
+def results_dir(profile: str, figure_id: str = "") -> Path:
+    """Where a figure's PDF, PNG, executed notebook and panel data go:
+    ``$NTKPAPER_RESULTS`` (default ``results/``) ``/<profile>/<figure_id>``."""
+    return Path(os.environ.get("NTKPAPER_RESULTS", "results")) / profile / figure_id
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_arrays(path: Path, arrays: dict[str, Any]) -> None:
+    """Write ``arrays`` atomically as an ``.npz`` that carries its own sha256."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    if any(a.dtype == object for a in arrays.values()):
+        raise TypeError("object arrays would need pickle; store numbers or strings")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{CHECKSUM: np.array(_digest(arrays))})
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` written by ``save_arrays``; raise ``CorruptEntry`` if it is damaged."""
+    path = Path(path)
+    how = f"delete {path.parent} and run the same command again to recompute it"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptEntry(f"{path}: unreadable ({e}); {how}") from None
+    stored = arrays.pop(CHECKSUM, None)
+    if stored is None or str(stored) != _digest(arrays):
+        raise CorruptEntry(f"{path}: checksum mismatch (corrupted or truncated); {how}")
+    return arrays
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic_write(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CorruptEntry(f"{path}: not valid JSON ({e}); delete it and rerun") from None
+
+
+def write_manifest(kind: str, key: str, spec: dict, files: list[str]) -> None:
+    """Mark a run complete: its spec and the files it produced (written last)."""
+    write_json(manifest_path(kind, key), {"kind": kind, "key": key, "spec": spec, "files": files})
+
+
+def is_complete(kind: str, key: str) -> bool:
+    return manifest_path(kind, key).exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Pytrees <-> flat arrays
+# ---------------------------------------------------------------------------------------
+
+
+def tree_arrays(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+    """Flatten a pytree into ``{"<prefix>/<path>": array}`` (path from its key path)."""
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {f"{prefix}/{jax.tree_util.keystr(p)}": np.asarray(v) for p, v in leaves}
+
+
+def tree_from_arrays(template: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
+    """Inverse of ``tree_arrays``: fill ``template``'s structure with stored arrays."""
+    import jax
+
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = [arrays[f"{prefix}/{jax.tree_util.keystr(p)}"] for p, _ in paths]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+# ---------------------------------------------------------------------------------------
+# Figure results
+# ---------------------------------------------------------------------------------------
+
+
+def save_figure(fig: Any, out: Path, name: str) -> list[Path]:
+    """Write a matplotlib figure as ``<name>.pdf`` and ``<name>.png`` (atomically)."""
+    paths = []
+    for ext in ("pdf", "png"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+        _atomic_write(Path(out) / f"{name}.{ext}", buf.getvalue())
+        paths.append(Path(out) / f"{name}.{ext}")
+    return paths
+
+
+def save_tables(out: Path, tables: dict[str, Any]) -> list[Path]:
+    """Write each pandas DataFrame as ``<out>/<name>.csv``: the numbers behind the panels."""
+    paths = []
+    for name, df in tables.items():
+        _atomic_write(Path(out) / f"{name}.csv", df.to_csv(index=True).encode())
+        paths.append(Path(out) / f"{name}.csv")
+    return paths

@@ -1,0 +1,154 @@
+"""Training: TrainState, loss, SGD with momentum and a step schedule, the training loop.
+
+Knows nothing of children: ``spawn`` vmaps the same ``train_step``. Data stay on the
+device; each step gathers its minibatch from a permutation drawn from
+``fold_in(key, epoch)``, so the data order is a pure function of (key, step) and a run
+resumed from any checkpoint takes exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from ntkpaper import data as data_lib
+from ntkpaper.params import Data, Train
+
+PyTree = Any
+
+
+class Diverged(RuntimeError):
+    """The training loss is not finite; the message names the run and the way out."""
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a run needs to continue: weights, batch-norm statistics, optimiser state."""
+
+    params: PyTree
+    batch_stats: PyTree
+    opt_state: PyTree
+
+    @property
+    def variables(self) -> dict:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Full minibatches per epoch (the last partial batch is dropped)."""
+    return n_train // batch_size
+
+
+def epoch_to_step(epoch: float, spe: int) -> int:
+    return int(round(epoch * spe))
+
+
+def optimizer(train: Train, spe: int, lr: float | None = None,
+              lr_drops: Sequence[float] | None = None) -> optax.GradientTransformation:
+    """SGD with momentum and L2 weight decay; lr multiplied by ``lr_decay`` at each drop.
+
+    lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. ``lr`` and ``lr_drops``
+    override the parent's (low-learning-rate children); the state layout is unchanged.
+    """
+    lr = train.lr if lr is None else lr
+    drops = train.lr_drops if lr_drops is None else lr_drops
+    scales: dict[int, float] = {}
+    for e in drops:
+        s = epoch_to_step(e, spe)
+        scales[s] = scales.get(s, 1.0) * train.lr_decay
+    schedule = optax.piecewise_constant_schedule(lr, scales)
+    return optax.chain(optax.add_decayed_weights(train.weight_decay),
+                       optax.sgd(schedule, momentum=train.momentum))
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
+               sample_x: jax.Array) -> TrainState:
+    """Initial weights (Flax defaults) for inputs shaped like ``sample_x`` (n, H, W, C)."""
+    variables = model.init(key, sample_x, train=False)
+    params = variables["params"]
+    return TrainState(params, variables.get("batch_stats", {}), tx.init(params))
+
+
+def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy; logits (n, K), y (n,) integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, data: Data,
+                    spe: int) -> Callable:
+    """``train_step(state, key, step, x_train, y_train) -> (state, loss)``: one SGD step.
+
+    The minibatch is slice ``step % spe`` of ``permutation(fold_in(order_key, epoch))``;
+    augmentation uses ``fold_in(aug_key, step)``. Pure: jit or vmap it at the call site.
+    """
+
+    def train_step(state, key, step, x_train, y_train):
+        order_key, aug_key = jax.random.split(key)
+        perm = jax.random.permutation(jax.random.fold_in(order_key, step // spe), x_train.shape[0])
+        idx = jax.lax.dynamic_slice(perm, ((step % spe) * data.batch_size,), (data.batch_size,))
+        x, y = x_train[idx], y_train[idx]
+        if data.augment:
+            x = data_lib.augment(jax.random.fold_in(aug_key, step), x, data.crop_padding)
+
+        def loss_fn(params):
+            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                          train=True, mutable=["batch_stats"])
+            return cross_entropy(logits, y), updates.get("batch_stats", {})
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, batch_stats, opt_state), loss
+
+    return train_step
+
+
+def run_steps(step_fn: Callable, state: TrainState, key: jax.Array, x_train: jax.Array,
+              y_train: jax.Array, start: int, stops: Sequence[int],
+              on_stop: Callable[[int, TrainState], None], name: str) -> TrainState:
+    """Run ``step_fn`` from step ``start`` through each of ``stops``, calling ``on_stop``.
+
+    ``step_fn`` is jitted by the caller (``jax.jit(train_step)`` for a parent,
+    ``jax.jit(jax.vmap(train_step, ...))`` for children). The loss is checked at every stop
+    (one host sync per stop); a non-finite loss raises ``Diverged`` naming ``name``.
+    """
+    step = start
+    for stop in stops:
+        loss = None
+        while step < stop:
+            state, loss = step_fn(state, key, jnp.asarray(step, jnp.int32), x_train, y_train)
+            step += 1
+        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
+            raise Diverged(
+                f"{name}: training loss is {np.asarray(loss)} at step {step}; the run diverged. "
+                "Lower the learning rate (or raise the batch size) in the parameter file, then "
+                "run the same command again.")
+        on_stop(step, state)
+    return state
+
+
+def logits_fn(model: nn.Module) -> Callable:
+    """``f(variables, x) -> (n, K)`` logits, batch norm in evaluation mode."""
+    return lambda variables, x: model.apply(variables, x, train=False)
+
+
+def evaluate(model: nn.Module, variables: dict, x: jax.Array, y: jax.Array,
+             batch_size: int) -> tuple[float, float]:
+    """Error R(w; S) (fraction of wrong arg-max) and mean cross-entropy on (x, y)."""
+    logits = predict(model, variables, x, batch_size)
+    return float(jnp.mean(jnp.argmax(logits, -1) != y)), float(cross_entropy(logits, y))
+
+
+_apply_eval = jax.jit(lambda model, variables, x: model.apply(variables, x, train=False),
+                      static_argnums=0)
+
+
+def predict(model: nn.Module, variables: dict, x: jax.Array, batch_size: int) -> jax.Array:
+    """Logits (n, K) of ``x`` (n, ...) in evaluation mode, ``batch_size`` at a time."""
+    return jnp.concatenate([_apply_eval(model, variables, x[i:i + batch_size])
+                            for i in range(0, x.shape[0], batch_size)])

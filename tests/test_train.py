@@ -1,0 +1,161 @@
+"""Training, spawning and the run store together: children vmapped, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ntkpaper import params as P
+from ntkpaper import plan, runs, spawn, store
+from ntkpaper import train as T
+
+from .conftest import ROOT
+
+
+def tiny_runs():
+    return plan.integrated_runs(P.load_all("quick")["tiny-fig"])
+
+
+def test_vmapped_children_equal_children_trained_one_by_one(tiny_env):
+    s = runs.setup(tiny_runs().parent)
+    ds = s.dataset
+    parent = T.init_state(s.model, s.tx, jax.random.PRNGKey(0), ds.x_train[:1])
+    step = T.make_train_step(s.model, s.tx, s.data_params, s.spe)
+    keys = spawn.child_keys(seed=3, spawn_step=5, n=3)
+    together = jax.jit(spawn.vmap_children(step))
+    alone = jax.jit(step)
+    states = spawn.stack(parent, 3)
+    singles = [parent] * 3
+    for i in range(5, 12):  # crosses an epoch boundary (spe = 44)
+        t = jnp.asarray(i, jnp.int32)
+        states, _ = together(states, keys, t, ds.x_train, ds.y_train)
+        singles = [alone(c, keys[j], t, ds.x_train, ds.y_train)[0] for j, c in enumerate(singles)]
+    for j in range(3):
+        for a, b in zip(jax.tree.leaves(spawn.unstack(states, j)), jax.tree.leaves(singles[j])):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # children with their own data order do move apart
+    d01 = sum(float(jnp.sum((a - b) ** 2)) for a, b in
+              zip(jax.tree.leaves(singles[0].params), jax.tree.leaves(singles[1].params)))
+    assert d01 > 0
+
+
+def test_learning_rate_schedule_drops_at_the_given_epochs():
+    train = P.Train(seed=0, epochs=3, lr=0.5, momentum=0.0, weight_decay=0.0,
+                    lr_drops=(1.0, 2.0), lr_decay=0.1, snapshots=(P.Segment(1, 3),))
+    tx = T.optimizer(train, spe=4)
+    params = {"w": jnp.zeros(())}
+    state = tx.init(params)
+    seen = []
+    for _ in range(12):
+        upd, state = tx.update({"w": jnp.ones(())}, state, params)
+        seen.append(-float(upd["w"]))  # lr * gradient, gradient 1
+    np.testing.assert_allclose(seen, [0.5] * 4 + [0.05] * 4 + [0.005] * 4, rtol=1e-6)
+
+
+def test_weight_decay_and_momentum_follow_sgd():
+    train = P.Train(seed=0, epochs=1, lr=0.1, momentum=0.9, weight_decay=0.01, lr_drops=(),
+                    lr_decay=1.0, snapshots=(P.Segment(1, 1),))
+    tx = T.optimizer(train, spe=10)
+    w, g = jnp.array(2.0), jnp.array(0.5)
+    state, trace, x = tx.init({"w": w}), 0.0, 2.0
+    for _ in range(3):
+        upd, state = tx.update({"w": g}, state, {"w": jnp.array(x)})
+        trace = 0.9 * trace + (0.5 + 0.01 * x)  # heavy-ball on the L2-regularised gradient
+        np.testing.assert_allclose(float(upd["w"]), -0.1 * trace, rtol=1e-6)
+        x = x + float(upd["w"])
+
+
+def test_diverging_run_stops_with_a_message(tiny_env):
+    s = runs.setup(tiny_runs().parent)
+    state = T.init_state(s.model, s.tx, jax.random.PRNGKey(0), s.dataset.x_train[:1])
+    state = state.replace(params=jax.tree.map(lambda a: a * jnp.nan, state.params))
+    step = jax.jit(T.make_train_step(s.model, s.tx, s.data_params, s.spe))
+    with pytest.raises(T.Diverged, match="parent run X: training loss is nan.*Lower the learning"):
+        T.run_steps(step, state, jax.random.PRNGKey(1), s.dataset.x_train, s.dataset.y_train,
+                    0, [3], lambda *_: None, "parent run X")
+
+
+def _cli(key: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ntkpaper", "run", key], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _kill_after(proc: subprocess.Popen, path_glob, directory, count: int) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(directory.glob(path_glob))) >= count:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"job ended before it could be killed: {proc.stdout.read().decode()}")
+
+
+def _final(kind: str, key: str) -> dict:
+    files = store.read_json(store.manifest_path(kind, key))["files"]
+    return {f: store.load_arrays(store.run_dir(kind, key) / f) for f in files}
+
+
+@pytest.mark.workflow
+def test_parent_and_children_killed_resume_to_the_same_numbers(tiny_env, monkeypatch):
+    r = tiny_runs()
+    env = dict(os.environ)
+    child = r.children[0]
+    # uninterrupted, in a store of its own
+    env["NTKPAPER_RUNS"] = str(tiny_env / "clean")
+    for job in (r.parent, child):
+        assert _cli(job.key, env).wait() == 0
+    # killed with SIGKILL after the second parent snapshot, then after the children's first
+    # checkpoint; each resumed by the same command
+    env["NTKPAPER_RUNS"] = str(tiny_env / "runs")
+    pdir = store.run_dir("parent", r.parent.key)
+    _kill_after(_cli(r.parent.key, env), "snap-*.npz", pdir, 2)
+    assert not store.is_complete("parent", r.parent.key)
+    proc = _cli(r.parent.key, env)
+    assert proc.wait() == 0
+    assert b"resuming from step" in proc.stdout.read()
+    cdir = store.run_dir("children", child.key)
+    _kill_after(_cli(child.key, env), "checkpoint.npz", cdir, 1)
+    assert not store.is_complete("children", child.key)
+    proc = _cli(child.key, env)
+    assert proc.wait() == 0
+    assert b"resuming from step" in proc.stdout.read()
+    for kind, key in (("parent", r.parent.key), ("children", child.key)):
+        resumed = _final(kind, key)
+        monkeypatch.setenv("NTKPAPER_RUNS", str(tiny_env / "clean"))
+        clean = _final(kind, key)
+        monkeypatch.setenv("NTKPAPER_RUNS", str(tiny_env / "runs"))
+        assert resumed.keys() == clean.keys()
+        for f in clean:
+            for name in clean[f]:
+                np.testing.assert_array_equal(resumed[f][name], clean[f][name], err_msg=f"{f}:{name}")
+
+
+def test_corrupted_snapshot_is_reported_not_loaded(tiny_env):
+    r = tiny_runs()
+    runs.execute(r.parent)
+    snap = store.run_dir("parent", r.parent.key) / runs.snapshot_name(0)
+    blob = bytearray(snap.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    snap.write_bytes(bytes(blob))
+    with pytest.raises(store.CorruptEntry, match="delete .* and run the same command again"):
+        runs.parent_history(r.parent)
+
+
+def test_optax_state_is_copied_into_children(tiny_env):
+    s = runs.setup(tiny_runs().parent)
+    state = T.init_state(s.model, s.tx, jax.random.PRNGKey(0), s.dataset.x_train[:1])
+    stacked = spawn.stack(state, 2)
+    count = optax.tree_utils.tree_get(stacked.opt_state, "count")
+    assert count.shape == (2,)
+    for a, b in zip(jax.tree.leaves(spawn.unstack(stacked, 1)), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)
