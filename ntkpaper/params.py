@@ -81,13 +81,19 @@ class Train:
         expect="a list of {every, until} segments")
 
     def snapshot_epochs(self) -> list[float]:
-        """Epochs of the snapshots: 0, then each segment's grid up to its ``until``."""
-        epochs, start = [0.0], 0.0
+        """Epochs of the snapshots: 0, each segment's grid and its ``until``, and the end."""
+        epochs, start = [0.0, self.epochs], 0.0
         for seg in self.snapshots:
-            n = round((seg.until - start) / seg.every)
-            epochs += [start + seg.every * (i + 1) for i in range(n)]
+            n = int((seg.until - start) / seg.every + 1e-6)
+            epochs += [start + seg.every * (i + 1) for i in range(n)] + [seg.until]
             start = seg.until
         return sorted({round(e, 6) for e in epochs if e <= self.epochs + 1e-9})
+
+    def check(self) -> None:
+        for i in range(1, len(self.snapshots)):
+            if self.snapshots[i].until <= self.snapshots[i - 1].until:
+                raise _error(f"snapshots[{i}].until", "an epoch after the previous segment's",
+                             self.snapshots[i].until)
 
 
 @dataclass(frozen=True)
@@ -194,9 +200,15 @@ def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
         return value
     if tp in (int, float):
         ok = isinstance(value, int) if tp is int else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok or not math.isfinite(value):
+        if isinstance(value, bool) or not ok:
             raise _error(key, expect, value)
-        value = tp(value)
+        try:
+            value = tp(value)
+            finite = math.isfinite(value)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise _error(key, expect, value)
         for name, test, word in (("gt", lambda a, b: a > b, ">"), ("ge", lambda a, b: a >= b, ">="),
                                  ("lt", lambda a, b: a < b, "<"), ("le", lambda a, b: a <= b, "<=")):
             if name in meta and not test(value, meta[name]):

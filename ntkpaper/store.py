@@ -86,8 +86,13 @@ def save_arrays(path: Path, arrays: dict[str, Any]) -> None:
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     if any(a.dtype == object for a in arrays.values()):
         raise TypeError("object arrays would need pickle; store numbers or strings")
+    if CHECKSUM in arrays:
+        raise ValueError(f"{CHECKSUM!r} is reserved for the checksum")
     buf = io.BytesIO()
-    np.savez(buf, **arrays, **{CHECKSUM: np.array(_digest(arrays))})
+    with zipfile.ZipFile(buf, "w") as zf:  # the .npz layout, without np.savez's keyword names
+        for name, a in {**arrays, CHECKSUM: np.array(_digest(arrays))}.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, a, allow_pickle=False)
     _atomic_write(Path(path), buf.getvalue())
 
 
@@ -115,7 +120,7 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorruptEntry(f"{path}: not valid JSON ({e}); delete it and rerun") from None
 
 

@@ -70,23 +70,92 @@ def test_unsupported_trace_axes_raise(linear_case, bad):
         empirical_ntk(linear, w, jnp.asarray(x1), trace_axes=bad)
 
 
-# --------------------------------------------------------------------------- tiny ResNet
+# --------------------------------------------------------------------------- brute force
 
+
+def dense_jacobian(g):
+    """jac(w, x, **kw) -> (n K, d): row r = gradient of logit r of g(w, x, **kw).reshape(-1).
+
+    One jitted vector-Jacobian product per row with a one-hot cotangent (a plain
+    reverse pass over the whole batch; far cheaper to compile on CPU than jax.jacrev).
+    """
+    @jax.jit
+    def row(w, x, e, kw):
+        _, vjp = jax.vjp(lambda w: g(w, x, **kw).reshape(-1), w)
+        return vjp(e)[0]
+
+    def jac(w, x, **kw):
+        m = int(np.prod(jax.eval_shape(lambda: g(w, x, **kw)).shape))
+        eye = jnp.eye(m, dtype=w.dtype)
+        return jnp.stack([row(w, x, eye[r], kw) for r in range(m)])
+
+    return jac
+
+
+def brute_force_full(jac_fn, params, x1, x2, k, **kw) -> np.ndarray:
+    """Dense Jacobian of all n*K logits w.r.t. the raveled params, J1 J2^T reshaped.
+
+    ``jac_fn(flat, x, **kw) -> (n K, d)``; x1 and x2 go through one call (one compile),
+    which is valid because evaluation-mode examples do not interact.
+    """
+    flat, _ = ravel_pytree(params)
+    n1, n2 = x1.shape[0], x2.shape[0]
+    j = np.asarray(jac_fn(flat, jnp.concatenate([x1, x2]), **kw), np.float64)
+    j1, j2 = j[: n1 * k], j[n1 * k:]
+    assert j2.shape[0] == n2 * k
+    return (j1 @ j2.T).reshape(n1, k, n2, k).transpose(0, 2, 1, 3)
+
+
+def traced(full: np.ndarray) -> np.ndarray:
+    """Mean over the K diagonal entries of each logit block."""
+    return np.trace(full, axis1=2, axis2=3) / full.shape[-1]
+
+
+# --------------------------------------------------------------------------- small MLP
+
+
+@pytest.fixture(scope="module")
+def mlp_case():
+    model = models.MLP(num_classes=3, hidden=(7,))
+    rng = np.random.default_rng(2)
+    x1 = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+    x2 = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    params = model.init(jax.random.PRNGKey(3), x1)["params"]
+    f = lambda p, x: model.apply({"params": p}, x)  # noqa: E731
+    _, unravel = ravel_pytree(params)
+    jac_fn = dense_jacobian(lambda w, x: f(unravel(w), x))
+    return f, params, x1, x2, jac_fn
+
+
+@pytest.mark.parametrize("trace_axes", [(), (-1,)])
+@pytest.mark.parametrize("with_x2", [False, True])
+def test_mlp_uneven_blocks_match_brute_force(mlp_case, trace_axes, with_x2):
+    # n1 = 5 in blocks of 2, 2, 1; n2 = 3 in blocks of 2, 1: the remainder blocks must land
+    # in the right rows and columns
+    f, params, x1, x2, jac_fn = mlp_case
+    other = x2 if with_x2 else None
+    want = brute_force_full(jac_fn, params, x1, x2 if with_x2 else x1, 3)
+    if trace_axes:
+        want = traced(want)
+    blocked = empirical_ntk(f, params, x1, other, trace_axes, 2)
+    whole = empirical_ntk(f, params, x1, other, trace_axes, None)
+    assert blocked.shape == want.shape == whole.shape
+    assert rel_err(whole, want) <= RTOL_F32
+    assert rel_err(blocked, want) <= RTOL_F32
+
+
+# --------------------------------------------------------------------------- tiny ResNet
+# CPU compile time dominates here (each distinct batch shape of the per-example Jacobian
+# compiles anew), so every kernel below uses batches of 4 (whole) or 2 (blocks) only.
 
 K_RES = 3
-
-
-def logits_with_stats(model):
-    """As ntkpaper.runs.logits_with_stats: f(params, x, batch_stats), evaluation mode."""
-    return lambda params, x, batch_stats: model.apply(
-        {"params": params, "batch_stats": batch_stats}, x, train=False)
 
 
 @pytest.fixture(scope="module")
 def resnet_case():
     model = models.ResNet(num_classes=K_RES, depth=8, width=0.25)
     rng = np.random.default_rng(1)
-    x1 = jnp.asarray(rng.normal(size=(5, 8, 8, 1)), jnp.float32)
+    x1 = jnp.asarray(rng.normal(size=(4, 8, 8, 1)), jnp.float32)
     x2 = jnp.asarray(rng.normal(size=(4, 8, 8, 1)), jnp.float32)
     v = model.init(jax.random.PRNGKey(0), x1, train=False)
     # non-trivial parameters (BN scale/bias away from 1/0) and running statistics
@@ -95,97 +164,81 @@ def resnet_case():
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
     params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(kk, p.shape)
                                        for p, kk in zip(leaves, keys)])
-    stats = jax.tree.map(
-        lambda s: jnp.asarray(rng.uniform(0.5, 2.0, s.shape), jnp.float32), v["batch_stats"])
     stats = jax.tree_util.tree_map_with_path(
-        lambda path, s: s - 1.25 if path[-1].key == "mean" else s, stats)
-    return model, params, stats, x1, x2
-
-
-def brute_force_full(model, params, stats, x1, x2) -> np.ndarray:
-    """Dense Jacobian of all n*K logits w.r.t. the raveled params; J1 J2^T reshaped."""
-    flat, unravel = ravel_pytree(params)
-
-    def jac(x):
-        g = lambda w: model.apply({"params": unravel(w), "batch_stats": stats}, x,  # noqa: E731
-                                  train=False).reshape(-1)
-        return np.asarray(jax.jacrev(g)(flat), np.float64)  # (n K, d)
-
-    j1, j2 = jac(x1), jac(x2)
-    n1, n2 = x1.shape[0], x2.shape[0]
-    full = j1 @ j2.T  # (n1 K, n2 K)
-    return full.reshape(n1, K_RES, n2, K_RES).transpose(0, 2, 1, 3)
+        lambda path, s: jnp.asarray(rng.uniform(0.5, 2.0, s.shape)
+                                    - (1.25 if path[-1].key == "mean" else 0.0), jnp.float32),
+        v["batch_stats"])
+    # f(params, x, batch_stats) exactly as ntkpaper.runs.logits_with_stats builds it; one
+    # object for the whole module so that the jitted Jacobian is compiled once per shape
+    f = lambda params, x, batch_stats: model.apply(  # noqa: E731
+        {"params": params, "batch_stats": batch_stats}, x, train=False)
+    _, unravel = ravel_pytree(params)
+    jac_fn = dense_jacobian(lambda w, x, batch_stats: f(unravel(w), x, batch_stats))
+    return f, params, stats, x1, x2, jac_fn
 
 
 @pytest.fixture(scope="module")
 def resnet_brute(resnet_case):
-    model, params, stats, x1, x2 = resnet_case
-    return (brute_force_full(model, params, stats, x1, x1),
-            brute_force_full(model, params, stats, x1, x2))
+    f, params, stats, x1, x2, jac_fn = resnet_case
+    return {"11": brute_force_full(jac_fn, params, x1, x1, K_RES, batch_stats=stats),
+            "12": brute_force_full(jac_fn, params, x1, x2, K_RES, batch_stats=stats)}
 
 
-def test_resnet_brute_force_is_sane(resnet_case, resnet_brute):
-    # guards the reference itself: symmetric PSD Gram matrix, non-trivial size
-    full11, _ = resnet_brute
+def test_resnet_brute_force_is_sane(resnet_brute):
+    # guards the reference itself: symmetric positive semi-definite Gram matrix, non-zero
+    full11 = resnet_brute["11"]
     n = full11.shape[0]
     mat = full11.transpose(0, 2, 1, 3).reshape(n * K_RES, n * K_RES)
-    assert np.allclose(mat, mat.T, rtol=1e-5, atol=1e-6 * np.abs(mat).max())
-    assert np.linalg.eigvalsh(mat).min() >= -1e-5 * np.abs(mat).max()
-    assert np.abs(mat).max() > 0
+    scale = np.abs(mat).max()
+    assert scale > 0
+    assert np.allclose(mat, mat.T, rtol=0, atol=1e-5 * scale)
+    assert np.linalg.eigvalsh(mat).min() >= -1e-5 * scale
 
 
 def test_resnet_full_matches_brute_force(resnet_case, resnet_brute):
-    model, params, stats, x1, _ = resnet_case
-    f = logits_with_stats(model)
+    f, params, stats, x1, _, _ = resnet_case
     got = empirical_ntk(f, params, x1, None, (), None, batch_stats=stats)
-    assert got.shape == (5, 5, K_RES, K_RES)
-    assert rel_err(got, resnet_brute[0]) <= RTOL_F32
+    assert got.shape == (4, 4, K_RES, K_RES)
+    assert rel_err(got, resnet_brute["11"]) <= RTOL_F32
 
 
 def test_resnet_traced_matches_brute_force(resnet_case, resnet_brute):
-    model, params, stats, x1, _ = resnet_case
-    f = logits_with_stats(model)
+    f, params, stats, x1, _, _ = resnet_case
     got = empirical_ntk(f, params, x1, None, (-1,), None, batch_stats=stats)
-    want = np.trace(resnet_brute[0], axis1=2, axis2=3) / K_RES
-    assert got.shape == (5, 5)
-    assert rel_err(got, want) <= RTOL_F32
-
-
-def test_resnet_kernel_uses_the_passed_batch_stats(resnet_case, resnet_brute):
-    # the stats passed as a keyword must be the ones used: a kernel with default
-    # (init) statistics differs from the brute force with the perturbed ones
-    model, params, stats, x1, _ = resnet_case
-    f = logits_with_stats(model)
-    other = jax.tree_util.tree_map_with_path(
-        lambda path, s: jnp.zeros_like(s) if path[-1].key == "mean" else jnp.ones_like(s), stats)
-    got = empirical_ntk(f, params, x1, None, (), None, batch_stats=other)
-    assert rel_err(got, resnet_brute[0]) > 10 * RTOL_F32
-    assert rel_err(got, brute_force_full(model, params, other, x1, x1)) <= RTOL_F32
+    assert got.shape == (4, 4)
+    assert rel_err(got, traced(resnet_brute["11"])) <= RTOL_F32
 
 
 def test_resnet_x2_different_from_x1(resnet_case, resnet_brute):
-    model, params, stats, x1, x2 = resnet_case
-    f = logits_with_stats(model)
+    f, params, stats, x1, x2, _ = resnet_case
     full = empirical_ntk(f, params, x1, x2, (), None, batch_stats=stats)
-    traced = empirical_ntk(f, params, x1, x2, (-1,), None, batch_stats=stats)
-    want = resnet_brute[1]
-    assert full.shape == (5, 4, K_RES, K_RES) and traced.shape == (5, 4)
+    tr = empirical_ntk(f, params, x1, x2, (-1,), None, batch_stats=stats)
+    want = resnet_brute["12"]
+    assert full.shape == (4, 4, K_RES, K_RES) and tr.shape == (4, 4)
     assert rel_err(full, want) <= RTOL_F32
-    assert rel_err(traced, np.trace(want, axis1=2, axis2=3) / K_RES) <= RTOL_F32
+    assert rel_err(tr, traced(want)) <= RTOL_F32
+    # and x1 != x2 really gives a different kernel from x1 with itself
+    assert rel_err(want, resnet_brute["11"]) > 1e-2
 
 
 @pytest.mark.parametrize("trace_axes", [(), (-1,)])
 @pytest.mark.parametrize("with_x2", [False, True])
 def test_resnet_block_size_smaller_than_n(resnet_case, resnet_brute, trace_axes, with_x2):
-    # n = 5 with block_size 2: blocks of 2, 2, 1 (x2: 4 = 2 + 2) must tile the whole matrix
-    model, params, stats, x1, x2 = resnet_case
-    f = logits_with_stats(model)
+    f, params, stats, x1, x2, _ = resnet_case
     other = x2 if with_x2 else None
     blocked = empirical_ntk(f, params, x1, other, trace_axes, 2, batch_stats=stats)
     whole = empirical_ntk(f, params, x1, other, trace_axes, None, batch_stats=stats)
     assert blocked.shape == whole.shape
     assert rel_err(blocked, whole) <= 1e-5
-    want = resnet_brute[1 if with_x2 else 0]
-    if trace_axes:
-        want = np.trace(want, axis1=2, axis2=3) / K_RES
-    assert rel_err(blocked, want) <= RTOL_F32
+    want = resnet_brute["12" if with_x2 else "11"]
+    assert rel_err(blocked, traced(want) if trace_axes else want) <= RTOL_F32
+
+
+def test_resnet_kernel_uses_the_passed_batch_stats(resnet_case, resnet_brute):
+    # other running statistics give another kernel, again equal to its own brute force
+    f, params, stats, x1, _, jac_fn = resnet_case
+    other = jax.tree.map(lambda s: 0.5 * s + 0.7, stats)
+    got = empirical_ntk(f, params, x1, None, (), None, batch_stats=other)
+    assert rel_err(got, resnet_brute["11"]) > 100 * RTOL_F32
+    assert rel_err(got, brute_force_full(jac_fn, params, x1, x1, K_RES, batch_stats=other)) \
+        <= RTOL_F32

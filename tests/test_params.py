@@ -270,8 +270,6 @@ def test_one_bad_file_among_good_ones(tmp_path):
     assert "fort-fig9.yaml: quick.data.dataset: " in msg, msg
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=True,
-                   reason="BUG params.py _convert: math.isfinite(huge int) raises OverflowError")
 def test_huge_integer_is_a_params_error(tmp_path):
     raw = base()
     raw["quick"]["parent"]["seed"] = 10 ** 400
@@ -326,9 +324,21 @@ def test_snapshot_epochs_two_segments():
     assert t.snapshot_epochs() == pytest.approx([0, 0.25, 0.5, 0.75, 1, 2, 3], abs=1e-9)
 
 
-def test_snapshot_epochs_cut_at_epochs():
+def test_snapshot_epochs_cut_at_epochs_and_end_with_it():
     t = train(2.5, [(0.25, 1), (1, 3)])
-    assert t.snapshot_epochs() == pytest.approx([0, 0.25, 0.5, 0.75, 1, 2], abs=1e-9)
+    assert t.snapshot_epochs() == pytest.approx([0, 0.25, 0.5, 0.75, 1, 2, 2.5], abs=1e-9)
+
+
+def test_snapshot_segment_ends_are_snapshots_even_off_grid():
+    t = train(2, [(0.3, 1), (1, 2)])
+    assert t.snapshot_epochs() == pytest.approx([0, 0.3, 0.6, 0.9, 1, 2], abs=1e-9)
+
+
+def test_snapshot_segments_must_move_forward(tmp_path):
+    raw = base()
+    raw["quick"]["parent"]["snapshots"] = [{"every": 0.5, "until": 2}, {"every": 1, "until": 1}]
+    msg = refusal(write(tmp_path, raw))
+    assert f"{BROKEN_NAME}: quick.parent.snapshots[1].until: " in msg
 
 
 def test_snapshot_epochs_of_real_quick_schedule():
