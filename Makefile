@@ -4,13 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: figures test lint clean-results
+.PHONY: figures test oracle lint clean-results
 
 figures: $(VENV)/.installed
 	$(VENV)/bin/snakemake
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+oracle: $(VENV)/.installed
+	$(PY) -m pytest -q -m oracle
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check ntkpaper tests benchmarks

@@ -55,6 +55,14 @@ rule children:
     shell: RUN
 
 
+rule linearised:
+    """Linearised (or order-2 Taylor) training from the parent at every t~, vmapped over t~."""
+    input: deps
+    output: str(store.runs_dir() / "linearised/{key}/manifest.json")
+    log: str(store.runs_dir() / "linearised/{key}/log.txt")
+    shell: RUN
+
+
 rule parent_measure:
     """NTK and ReLU patterns at every parent snapshot; pairwise distances."""
     input: deps

@@ -144,7 +144,68 @@ class IntegratedView:
                 raise _error(f"children.spawn_epochs[{i}]", "an epoch before parent.epochs", e)
 
 
-NOTEBOOKS: dict[str, type] = {"fort_integrated_view": IntegratedView}
+@dataclass(frozen=True)
+class Linearised:
+    """Training of the Taylor model of the parent at t~ (Fort et al. appendix D.4)."""
+
+    spawn_epochs: tuple[float, ...] = spec("epochs t~ of the parent at which it is expanded",
+                                           expect="a list of epochs", ge=0)
+    degree: int = spec("order of the Taylor model: 1 linearised, 2 quadratic", ge=1, le=2)
+    epochs: float = spec("training length after t~, epochs", gt=0)
+    lr: float = spec("learning rate", gt=0)
+    momentum: float = spec("SGD momentum", ge=0, lt=1)
+    weight_decay: float = spec("L2 weight decay added to the gradient", ge=0)
+    lr_drops: tuple[float, ...] = spec("epochs (after t~) at which lr is multiplied by lr_decay",
+                                       expect="a list of epochs", ge=0)
+    lr_decay: float = spec("factor applied at each drop", gt=0, le=1)
+    seed: int = spec("seed of the data order", ge=0)
+
+
+@dataclass(frozen=True)
+class LowLrChildren:
+    """Nonlinear children spawned at each t~ at a low learning rate (Fort et al. appendix D.3)."""
+
+    lr: float = spec("constant learning rate of the children", gt=0)
+    epochs: float = spec("training length after t~, epochs", gt=0)
+    n_children: int = spec("children per t~ (their test errors are averaged)", ge=1)
+    seed: int = spec("seed of the children's data order", ge=0)
+
+
+@dataclass(frozen=True)
+class KernelClaims:
+    speedup: float = spec("error of the kernel at t~ should fall by this factor vs t~ = 0", gt=0)
+    within_epochs: float = spec("... for some t~ at most this many epochs", ge=0)
+    match_gap: float = spec("a linearised error within this of the baseline 'matches' it", ge=0)
+    match_fraction: float = spec("... at some t~ at most this fraction of training", gt=0, le=1)
+    advantage_zero: float = spec("a nonlinear advantage at most this is 'vanished'", ge=0)
+    correlation_min: float = spec("advantage and barrier correlate at least this much", ge=-1, le=1)
+
+
+@dataclass(frozen=True)
+class KernelLearning:
+    """Fort et al. figures 8, 9, 19: linearised training from the parent at t~."""
+
+    data: Data = spec("data")
+    model: Model = spec("model")
+    parent: Train = spec("parent training (constant learning rate, as in appendix D.3)")
+    linearised: Linearised = spec("training of the linearised (or order-2) model")
+    low_lr: LowLrChildren = spec("low-learning-rate nonlinear children")
+    children: Children = spec("children at the parent's own lr, for the error barrier")
+    measure: Measure = spec("measurements of the children (error barrier)")
+    claims: KernelClaims = spec("tolerances of the claims table")
+
+    def check(self) -> None:
+        snaps = self.parent.snapshot_epochs()
+        for name, epochs in (("linearised.spawn_epochs", self.linearised.spawn_epochs),
+                             ("children.spawn_epochs", self.children.spawn_epochs)):
+            for i, e in enumerate(epochs):
+                if not any(abs(e - s) < 1e-6 for s in snaps):
+                    raise _error(f"{name}[{i}]", "an epoch of the parent's snapshot schedule", e)
+
+
+NOTEBOOKS: dict[str, type] = {"fort_integrated_view": IntegratedView,
+                              "fort_linearised": KernelLearning,
+                              "fort_nonlinear_advantage": KernelLearning}
 
 
 # ---------------------------------------------------------------------------------------

@@ -72,3 +72,38 @@ def heatmap(ax, epoch: np.ndarray, matrix: np.ndarray, label: str,
     ax.grid(False)
     ax.figure.colorbar(im, ax=ax, label=label, shrink=0.8)
     return ax
+
+
+def kernel_learning(ax, t_tilde: np.ndarray, linearised: np.ndarray, low_lr: np.ndarray,
+                    baseline: float, degree: int = 1):
+    """Fort et al. figure 8: final test error of the Taylor model trained from t~ (green), of
+    low-lr children spawned at t~ (blue), of full training (purple), initial NTK marked."""
+    name = "linearised" if degree == 1 else f"Taylor order {degree}"
+    ax.plot(t_tilde, linearised, "o-", color="tab:green", label=f"{name} from t~")
+    ax.plot(t_tilde, low_lr, "s-", color="tab:blue", label="low-lr children from t~")
+    ax.axhline(baseline, color="tab:purple", label="full training")
+    ax.axhline(linearised[0], color="tab:green", ls=":", label="initial NTK (t~ = 0)")
+    ax.set_xscale("symlog", linthresh=max(1e-3, float(np.min(t_tilde[t_tilde > 0], initial=1.0))))
+    ax.set(xlabel="t~ (epoch of the parent)", ylabel="test error")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def learning_curves(ax, curves, xlabel: str):
+    """One line per column of ``curves`` (a DataFrame indexed by epoch), coloured in order."""
+    colors = sns.color_palette("viridis", curves.shape[1])
+    for color, col in zip(colors, curves.columns):
+        ax.plot(curves.index, curves[col], color=color, label=f"t~ = {col:g}")
+    ax.set(xlabel=xlabel, ylabel="test error")
+    ax.legend(fontsize="x-small", ncol=2)
+    return ax
+
+
+def scatter(ax, x: np.ndarray, y: np.ndarray, labels: np.ndarray, xlabel: str, ylabel: str):
+    """Points (x, y) annotated with their labels (e.g. t~)."""
+    ax.plot(x, y, "o")
+    for xi, yi, lab in zip(x, y, labels):
+        ax.annotate(f"{lab:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
+                    fontsize="x-small")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    return ax

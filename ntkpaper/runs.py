@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkpaper import data as data_lib
-from ntkpaper import metrics, models, spawn, store
+from ntkpaper import linearize, metrics, models, spawn, store
 from ntkpaper import params as P
 from ntkpaper import train as train_lib
 from ntkpaper.ntk import empirical_ntk
@@ -122,7 +122,7 @@ def run_parent(job: Job) -> None:
         on_stop(0, state)
         start = 0
     step_fn = jax.jit(train_lib.make_train_step(s.model, s.tx, s.data_params, s.spe))
-    train_lib.run_steps(step_fn, state, order_key, ds.x_train, ds.y_train, start,
+    train_lib.run_steps(step_fn, state, order_key, (ds.x_train, ds.y_train), start,
                         [st for st in steps if st > start], on_stop, f"parent run {job.key}")
     store.write_manifest(job.kind, job.key, job.spec, [snapshot_name(st) for st in steps])
 
@@ -159,6 +159,10 @@ def run_children(job: Job) -> None:
     store.write_json(out / "spec.json", job.spec)
     n = job.spec["n_children"]
     spawn_step, end = s.step_of(job.spec["spawn_epoch"]), s.step_of(s.train_params.epochs)
+    tx = s.tx
+    if "lr" in job.spec:  # low-learning-rate children: constant lr for ``epochs`` after spawning
+        tx = train_lib.optimizer(s.train_params, s.spe, lr=job.spec["lr"], lr_drops=())
+        end = spawn_step + s.step_of(job.spec["epochs"])
     keys = spawn.child_keys(job.spec["seed"], spawn_step, n)
     ckpt = out / "checkpoint.npz"
     if ckpt.exists():
@@ -175,13 +179,16 @@ def run_children(job: Job) -> None:
         log(f"children {job.key}: epoch {step / s.spe:.2f}")
 
     step_fn = jax.jit(spawn.vmap_children(
-        train_lib.make_train_step(s.model, s.tx, s.data_params, s.spe)))
+        train_lib.make_train_step(s.model, tx, s.data_params, s.spe)))
     stops = sorted({st for st in range(start + 1, end + 1) if st % s.spe == 0} | {end})
-    states = train_lib.run_steps(step_fn, states, keys, ds.x_train, ds.y_train, start,
+    states = train_lib.run_steps(step_fn, states, keys, (ds.x_train, ds.y_train), start,
                                  [st for st in stops if st > start], on_stop,
                                  f"children run {job.key}")
+    test_error = [train_lib.evaluate(s.model, spawn.unstack(states, i).variables, ds.x_test,
+                                     ds.y_test, s.data_params.eval_batch)[0] for i in range(n)]
     store.save_arrays(out / "final.npz", {**store.tree_arrays(states.params, "params"),
-                                          **store.tree_arrays(states.batch_stats, "batch_stats")})
+                                          **store.tree_arrays(states.batch_stats, "batch_stats"),
+                                          "test_error": np.array(test_error)})
     store.write_manifest(job.kind, job.key, job.spec, ["final.npz"])
     ckpt.unlink(missing_ok=True)
 
@@ -244,6 +251,7 @@ def run_children_measure(job: Job) -> None:
     s = setup(parent)
     ds = s.dataset
     final = store.load_arrays(store.run_dir(children.kind, children.key) / "final.npz")
+    final.pop("test_error", None)
     n = children.spec["n_children"]
     t = s.template()
     vs = [{"params": store.tree_from_arrays(t.params, {k: a[i] for k, a in final.items()}, "params"),
@@ -271,7 +279,73 @@ def run_children_measure(job: Job) -> None:
     store.write_manifest(job.kind, job.key, job.spec, ["measure.npz"])
 
 
-RUNNERS = {"parent": run_parent, "children": run_children, "parent_measure": run_parent_measure,
+# ---------------------------------------------------------------------------------------
+# Linearised (Taylor) training from the parent at several t~, one vmapped program
+# ---------------------------------------------------------------------------------------
+
+
+def run_linearised(job: Job) -> None:
+    """Train the order-``degree`` Taylor model of the parent at every t~ (vmapped over t~).
+
+    Records the test error of each t~'s model at every epoch; checkpoints each epoch and
+    resumes from it. Fort et al. 2020, section 6 and appendix D.4.
+    """
+    (parent,) = job.deps
+    s = setup(parent)
+    ds = s.dataset
+    lp = P.from_dict(P.Linearised, {k: v for k, v in job.spec.items() if k not in ("kind", "parent")})
+    out = store.run_dir(job.kind, job.key)
+    store.write_json(out / "spec.json", job.spec)
+    t = s.template()
+    snaps = [parent_snapshot(parent, s.step_of(e)) for e in lp.spawn_epochs]
+    anchor = jax.tree.map(lambda *a: jnp.stack(a),
+                          *[store.tree_from_arrays(t.params, a, "params") for a in snaps])
+    stats = jax.tree.map(lambda *a: jnp.stack(a),
+                         *[store.tree_from_arrays(t.batch_stats, a, "batch_stats") for a in snaps])
+    tx = train_lib.optimizer(lp, s.spe)
+    end = s.step_of(lp.epochs)
+    ckpt = out / "checkpoint.npz"
+    template = train_lib.TrainState(anchor, {}, jax.vmap(tx.init)(anchor))
+    if ckpt.exists():
+        arrays = store.load_arrays(ckpt)
+        state, start = _state_from(template, arrays), int(arrays["step"])
+        errors = [list(e) for e in arrays["test_errors"]]
+        log(f"linearised {job.key}: resuming from step {start}")
+    else:
+        state, start, errors = template, 0, []
+    g = jax.jit(jax.vmap(linearize.model_taylor(s.model, lp.degree), in_axes=(0, None, 0, 0)))
+
+    def test_error(state) -> list[float]:
+        eb = s.data_params.eval_batch
+        logits = jnp.concatenate([g(state.params, ds.x_test[i:i + eb], anchor, stats)
+                                  for i in range(0, ds.x_test.shape[0], eb)], axis=1)
+        return [float(metrics.error(lg, ds.y_test)) for lg in logits]
+
+    if start == 0:
+        errors = [test_error(state)]
+
+    def on_stop(step: int, state) -> None:
+        errors.append(test_error(state))
+        store.save_arrays(ckpt, {**_state_arrays(state), "step": step,
+                                 "test_errors": np.array(errors)})
+        log(f"linearised {job.key}: epoch {step / s.spe:.2f} test errors {np.round(errors[-1], 4)}")
+
+    step_fn = jax.jit(jax.vmap(
+        linearize.make_taylor_step(s.model, tx, s.data_params, s.spe, lp.degree),
+        in_axes=(0, None, None, None, None, 0, 0)))
+    stops = sorted({st for st in range(start + 1, end + 1) if st % s.spe == 0} | {end})
+    train_lib.run_steps(step_fn, state, jax.random.PRNGKey(lp.seed),
+                        (ds.x_train, ds.y_train, anchor, stats), start,
+                        [st for st in stops if st > start], on_stop, f"linearised run {job.key}")
+    epochs = [0.0] + [st / s.spe for st in stops]
+    store.save_arrays(out / "final.npz", {"spawn_epoch": np.array(lp.spawn_epochs),
+                                          "epoch": np.array(epochs[: len(errors)]),
+                                          "test_error": np.array(errors)})
+    store.write_manifest(job.kind, job.key, job.spec, ["final.npz"])
+    ckpt.unlink(missing_ok=True)
+
+
+RUNNERS = {"parent": run_parent, "linearised": run_linearised, "children": run_children, "parent_measure": run_parent_measure,
            "children_measure": run_children_measure}
 
 
@@ -290,4 +364,9 @@ def execute(job: Job) -> None:
 def measurements(job: Job) -> dict:
     """The ``measure.npz`` of a complete measurement job."""
     return store.load_arrays(store.run_dir(job.kind, job.key) / "measure.npz")
+
+
+def final(job: Job) -> dict:
+    """The ``final.npz`` of a complete training job (children, linearised)."""
+    return store.load_arrays(store.run_dir(job.kind, job.key) / "final.npz")
 

@@ -52,8 +52,9 @@ def optimizer(train: Train, spe: int, lr: float | None = None,
               lr_drops: Sequence[float] | None = None) -> optax.GradientTransformation:
     """SGD with momentum and L2 weight decay; lr multiplied by ``lr_decay`` at each drop.
 
-    lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. ``lr`` and ``lr_drops``
-    override the parent's (low-learning-rate children); the state layout is unchanged.
+    lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. ``train`` is any section with
+    ``lr, momentum, weight_decay, lr_drops, lr_decay`` (a parent's, a linearised run's);
+    ``lr`` and ``lr_drops`` override it (low-learning-rate children) with the same state layout.
     """
     lr = train.lr if lr is None else lr
     drops = train.lr_drops if lr_drops is None else lr_drops
@@ -79,21 +80,32 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
+def minibatch(data: Data, spe: int, key: jax.Array, step: jax.Array, x_train: jax.Array,
+              y_train: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The minibatch of ``step``: (B, H, W, C) inputs and (B,) labels, on device.
+
+    Slice ``step % spe`` of ``permutation(fold_in(order_key, epoch))``; augmentation (crop,
+    flip) draws from ``fold_in(aug_key, step)``; ``key`` splits into the two.
+    """
+    order_key, aug_key = jax.random.split(key)
+    perm = jax.random.permutation(jax.random.fold_in(order_key, step // spe), x_train.shape[0])
+    idx = jax.lax.dynamic_slice(perm, ((step % spe) * data.batch_size,), (data.batch_size,))
+    x, y = x_train[idx], y_train[idx]
+    if data.augment:
+        x = data_lib.augment(jax.random.fold_in(aug_key, step), x, data.crop_padding)
+    return x, y
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, data: Data,
                     spe: int) -> Callable:
     """``train_step(state, key, step, x_train, y_train) -> (state, loss)``: one SGD step.
 
-    The minibatch is slice ``step % spe`` of ``permutation(fold_in(order_key, epoch))``;
-    augmentation uses ``fold_in(aug_key, step)``. Pure: jit or vmap it at the call site.
+    Batch norm in training mode (batch statistics, running averages updated). Pure: jit or
+    vmap it at the call site.
     """
 
     def train_step(state, key, step, x_train, y_train):
-        order_key, aug_key = jax.random.split(key)
-        perm = jax.random.permutation(jax.random.fold_in(order_key, step // spe), x_train.shape[0])
-        idx = jax.lax.dynamic_slice(perm, ((step % spe) * data.batch_size,), (data.batch_size,))
-        x, y = x_train[idx], y_train[idx]
-        if data.augment:
-            x = data_lib.augment(jax.random.fold_in(aug_key, step), x, data.crop_padding)
+        x, y = minibatch(data, spe, key, step, x_train, y_train)
 
         def loss_fn(params):
             logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
@@ -108,20 +120,22 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, data: Da
     return train_step
 
 
-def run_steps(step_fn: Callable, state: TrainState, key: jax.Array, x_train: jax.Array,
-              y_train: jax.Array, start: int, stops: Sequence[int],
-              on_stop: Callable[[int, TrainState], None], name: str) -> TrainState:
-    """Run ``step_fn`` from step ``start`` through each of ``stops``, calling ``on_stop``.
+def run_steps(step_fn: Callable, state: TrainState, key: jax.Array, args: tuple, start: int,
+              stops: Sequence[int], on_stop: Callable[[int, TrainState], None],
+              name: str) -> TrainState:
+    """Run ``step_fn(state, key, step, *args)`` from ``start`` through each of ``stops``.
 
+    ``args`` are the on-device arrays every step reads (``x_train, y_train``, ...).
     ``step_fn`` is jitted by the caller (``jax.jit(train_step)`` for a parent,
-    ``jax.jit(jax.vmap(train_step, ...))`` for children). The loss is checked at every stop
-    (one host sync per stop); a non-finite loss raises ``Diverged`` naming ``name``.
+    ``jax.jit(jax.vmap(train_step, ...))`` for children). ``on_stop(step, state)`` runs at
+    each stop. The loss is checked there (one host sync per stop); a non-finite loss raises
+    ``Diverged`` naming ``name``.
     """
     step = start
     for stop in stops:
         loss = None
         while step < stop:
-            state, loss = step_fn(state, key, jnp.asarray(step, jnp.int32), x_train, y_train)
+            state, loss = step_fn(state, key, jnp.asarray(step, jnp.int32), *args)
             step += 1
         if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
             raise Diverged(

@@ -20,6 +20,34 @@ from ntkpaper.ntk import empirical_ntk
 RTOL_F32 = 1e-4  # relative Frobenius error allowed for float32 kernels
 
 
+def numpy_variables(model, x, rng: np.random.Generator) -> dict:
+    """Random variables of ``model`` drawn with numpy, shapes from ``jax.eval_shape``.
+
+    (jax.random kernels take seconds each to compile on a small CPU; this keeps the
+    tests fast.) Weights ~ N(0, 2 / fan_in), biases and BN shifts ~ N(0, 0.1^2), BN scales
+    ~ U(0.5, 1.5); running means ~ N(0, 0.5^2) and variances ~ U(0.5, 2), away from the
+    init values 0 and 1 so that using the wrong statistics would show.
+    """
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+
+    def draw(path, s):
+        name = path[-1].key
+        if name == "kernel":
+            w = rng.normal(size=s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))
+        elif name == "scale":
+            w = rng.uniform(0.5, 1.5, s.shape)
+        elif name == "var":
+            w = rng.uniform(0.5, 2.0, s.shape)
+        elif name == "mean":
+            w = 0.5 * rng.normal(size=s.shape)
+        else:  # bias
+            w = 0.1 * rng.normal(size=s.shape)
+        return jnp.asarray(w, s.dtype)
+
+    wanted = {c: shapes.get(c, {}) for c in ("params", "batch_stats")}  # not the sown "relu"
+    return jax.tree_util.tree_map_with_path(draw, wanted)
+
+
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -120,7 +148,7 @@ def mlp_case():
     rng = np.random.default_rng(2)
     x1 = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
     x2 = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
-    params = model.init(jax.random.PRNGKey(3), x1)["params"]
+    params = numpy_variables(model, x1, rng)["params"]
     f = lambda p, x: model.apply({"params": p}, x)  # noqa: E731
     _, unravel = ravel_pytree(params)
     jac_fn = dense_jacobian(lambda w, x: f(unravel(w), x))
@@ -157,17 +185,8 @@ def resnet_case():
     rng = np.random.default_rng(1)
     x1 = jnp.asarray(rng.normal(size=(4, 8, 8, 1)), jnp.float32)
     x2 = jnp.asarray(rng.normal(size=(4, 8, 8, 1)), jnp.float32)
-    v = model.init(jax.random.PRNGKey(0), x1, train=False)
-    # non-trivial parameters (BN scale/bias away from 1/0) and running statistics
-    # (away from 0/1), so that using the wrong statistics or train mode would show
-    leaves, tree = jax.tree.flatten(v["params"])
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(kk, p.shape)
-                                       for p, kk in zip(leaves, keys)])
-    stats = jax.tree_util.tree_map_with_path(
-        lambda path, s: jnp.asarray(rng.uniform(0.5, 2.0, s.shape)
-                                    - (1.25 if path[-1].key == "mean" else 0.0), jnp.float32),
-        v["batch_stats"])
+    v = numpy_variables(model, x1, rng)
+    params, stats = v["params"], v["batch_stats"]
     # f(params, x, batch_stats) exactly as ntkpaper.runs.logits_with_stats builds it; one
     # object for the whole module so that the jitted Jacobian is compiled once per shape
     f = lambda params, x, batch_stats: model.apply(  # noqa: E731

@@ -80,7 +80,7 @@ def test_diverging_run_stops_with_a_message(tiny_env):
     state = state.replace(params=jax.tree.map(lambda a: a * jnp.nan, state.params))
     step = jax.jit(T.make_train_step(s.model, s.tx, s.data_params, s.spe))
     with pytest.raises(T.Diverged, match="parent run X: training loss is nan.*Lower the learning"):
-        T.run_steps(step, state, jax.random.PRNGKey(1), s.dataset.x_train, s.dataset.y_train,
+        T.run_steps(step, state, jax.random.PRNGKey(1), (s.dataset.x_train, s.dataset.y_train),
                     0, [3], lambda *_: None, "parent run X")
 
 
