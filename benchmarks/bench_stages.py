@@ -3,7 +3,8 @@
     python benchmarks/bench_stages.py [--figure fort-fig2] [--profile quick] [--repeats 20]
 
 Warm-up (compilation) excluded; every timing ends with block_until_ready; the device is
-printed. Budget (issue 3): 4 vmapped children <= 2.5x one child on CPU, <= 1.5x on a GPU.
+printed. Budgets: 4 vmapped children <= 2.5x one child on CPU, <= 1.5x on a GPU (issue 3);
+one linearised step <= 2.5x one ordinary step (issue 4).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from ntkpaper import metrics, plan, runs, spawn, views
+from ntkpaper import linearize, metrics, plan, runs, spawn, views
 from ntkpaper import train as T
 
 
@@ -52,6 +53,14 @@ def main() -> None:
         states, keys = spawn.stack(state, n), spawn.child_keys(0, 0, n)
         tn = timed(lambda: many(states, keys, t, ds.x_train, ds.y_train), args.repeats)
         print(f"train step, {n} children    {tn * 1e3:8.1f} ms   ratio to one model {tn / t1:5.2f}x")
+
+    for degree in (1, 2):
+        lin = jax.jit(linearize.make_taylor_step(s.model, s.tx, s.data_params, s.spe, degree))
+        anchor = state.params
+        tl = timed(lambda: lin(state, jax.random.PRNGKey(1), t, ds.x_train, ds.y_train, anchor,
+                               state.batch_stats), args.repeats)
+        print(f"Taylor order {degree} step       {tl * 1e3:8.1f} ms   ratio to ordinary step "
+              f"{tl / t1:5.2f}x (budget for order 1: 2.5x)")
 
     v = state.variables
     m = fig.params.measure

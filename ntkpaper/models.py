@@ -95,6 +95,57 @@ class ResNet(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
+class WideBlock(nn.Module):
+    """Pre-activation block of a Wide ResNet: BN-ReLU-conv3x3-BN-ReLU-conv3x3, plus shortcut
+    (a 1x1 convolution when the shape changes, else the identity)."""
+
+    channels: int
+    stride: int
+    bn_momentum: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = relu(self, Norm(True, self.bn_momentum)(x, train))
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.channels:
+            shortcut = nn.Conv(self.channels, (1, 1), strides=(self.stride, self.stride),
+                               use_bias=False)(y)
+        y = nn.Conv(self.channels, (3, 3), strides=(self.stride, self.stride), padding="SAME",
+                    use_bias=False)(y)
+        y = relu(self, Norm(True, self.bn_momentum)(y, train))
+        y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False)(y)
+        return y + shortcut
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k (Zagoruyko and Komodakis 2016; Fort et al. appendix D.1: WRN-16-4, no
+    dropout): depth 6n + 4, group widths 16k, 32k, 64k.
+
+    Args of ``__call__``: x: (n, H, W, C), train. Returns (n, num_classes) logits.
+    """
+
+    num_classes: int
+    depth: int = 16
+    width: float = 4.0
+    batch_norm: bool = True
+    bn_momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if (self.depth - 4) % 6:
+            raise ValueError(f"Wide ResNet depth must be 6n + 4, got {self.depth}")
+        if not self.batch_norm:
+            raise ValueError("the Wide ResNet here always has batch norm")
+        n = (self.depth - 4) // 6
+        x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False)(x)
+        for group, c in enumerate((16, 32, 64)):
+            for block in range(n):
+                stride = 2 if group > 0 and block == 0 else 1
+                x = WideBlock(max(1, round(c * self.width)), stride, self.bn_momentum)(x, train)
+        x = relu(self, Norm(True, self.bn_momentum)(x, train))
+        return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+
 class MLP(nn.Module):
     """Fully connected ReLU network: x -> Dense -> ReLU -> ... -> Dense(num_classes).
 
@@ -113,9 +164,11 @@ class MLP(nn.Module):
 
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """The model named in a parameter file (``model.name``): ``resnet`` or ``mlp``."""
+    """The model named in a parameter file (``model.name``): ``resnet``, ``wrn`` or ``mlp``."""
     if name == "resnet":
         return ResNet(num_classes=num_classes, **kwargs)
+    if name == "wrn":
+        return WideResNet(num_classes=num_classes, **kwargs)
     if name == "mlp":
         return MLP(num_classes=num_classes, **kwargs)
     raise ValueError(f"unknown model {name!r}")

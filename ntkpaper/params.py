@@ -54,9 +54,9 @@ class Data:
 
 @dataclass(frozen=True)
 class Model:
-    name: Literal["resnet", "mlp"] = spec("architecture")
-    depth: int = spec("ResNet depth, 6n + 2 (20 for ResNet-20)", gt=1)
-    width: float = spec("width multiplier of every channel count", gt=0)
+    name: Literal["resnet", "wrn"] = spec("architecture: ResNet (v1) or Wide ResNet")
+    depth: int = spec("depth: 6n + 2 for ResNet (20), 6n + 4 for Wide ResNet (16)", gt=1)
+    width: float = spec("width multiplier of every channel count (WRN: widen factor k)", gt=0)
     batch_norm: bool = spec("batch norm on (false: the 'no BN' variant)")
 
 

@@ -147,6 +147,11 @@ def parent_snapshot(parent: Job, step: int) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
+def epoch_stops(spe: int, start: int, end: int) -> list[int]:
+    """Checkpoint steps after ``start``: every epoch boundary, and ``end``."""
+    return sorted({st for st in range(start + 1, end + 1) if st % spe == 0} | {end})
+
+
 def run_children(job: Job) -> None:
     """Spawn ``n_children`` from the parent at ``spawn_epoch``; train them, vmapped, to the end.
 
@@ -180,7 +185,7 @@ def run_children(job: Job) -> None:
 
     step_fn = jax.jit(spawn.vmap_children(
         train_lib.make_train_step(s.model, tx, s.data_params, s.spe)))
-    stops = sorted({st for st in range(start + 1, end + 1) if st % s.spe == 0} | {end})
+    stops = epoch_stops(s.spe, start, end)
     states = train_lib.run_steps(step_fn, states, keys, (ds.x_train, ds.y_train), start,
                                  [st for st in stops if st > start], on_stop,
                                  f"children run {job.key}")
@@ -333,7 +338,7 @@ def run_linearised(job: Job) -> None:
     step_fn = jax.jit(jax.vmap(
         linearize.make_taylor_step(s.model, tx, s.data_params, s.spe, lp.degree),
         in_axes=(0, None, None, None, None, 0, 0)))
-    stops = sorted({st for st in range(start + 1, end + 1) if st % s.spe == 0} | {end})
+    stops = epoch_stops(s.spe, 0, end)
     train_lib.run_steps(step_fn, state, jax.random.PRNGKey(lp.seed),
                         (ds.x_train, ds.y_train, anchor, stats), start,
                         [st for st in stops if st > start], on_stop, f"linearised run {job.key}")
