@@ -38,9 +38,13 @@ def main() -> None:
     r = plan.integrated_runs(fig)
     s = runs.setup(r.parent)
     ds = s.dataset
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
-    print(f"{args.figure}/{args.profile}: {fig.params.model.name}-{fig.params.model.depth} "
-          f"x{fig.params.model.width:g}, batch {s.data_params.batch_size}, {s.spe} steps/epoch")
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
+    )
+    print(
+        f"{args.figure}/{args.profile}: {fig.params.model.name}-{fig.params.model.depth} "
+        f"x{fig.params.model.width:g}, batch {s.data_params.batch_size}, {s.spe} steps/epoch"
+    )
 
     state = T.init_state(s.model, s.tx, jax.random.PRNGKey(0), ds.x_train[:1])
     step = T.make_train_step(s.model, s.tx, s.data_params, s.spe)
@@ -52,15 +56,23 @@ def main() -> None:
     for n in (2, 4):
         states, keys = spawn.stack(state, n), spawn.child_keys(0, 0, n)
         tn = timed(lambda: many(states, keys, t, ds.x_train, ds.y_train), args.repeats)
-        print(f"train step, {n} children    {tn * 1e3:8.1f} ms   ratio to one model {tn / t1:5.2f}x")
+        print(
+            f"train step, {n} children    {tn * 1e3:8.1f} ms   ratio to one model {tn / t1:5.2f}x"
+        )
 
     for degree in (1, 2):
         lin = jax.jit(linearize.make_taylor_step(s.model, s.tx, s.data_params, s.spe, degree))
         anchor = state.params
-        tl = timed(lambda: lin(state, jax.random.PRNGKey(1), t, ds.x_train, ds.y_train, anchor,
-                               state.batch_stats), args.repeats)
-        print(f"Taylor order {degree} step       {tl * 1e3:8.1f} ms   ratio to ordinary step "
-              f"{tl / t1:5.2f}x (budget for order 1: 2.5x)")
+        tl = timed(
+            lambda: lin(
+                state, jax.random.PRNGKey(1), t, ds.x_train, ds.y_train, anchor, state.batch_stats
+            ),
+            args.repeats,
+        )
+        print(
+            f"Taylor order {degree} step       {tl * 1e3:8.1f} ms   ratio to ordinary step "
+            f"{tl / t1:5.2f}x (budget for order 1: 2.5x)"
+        )
 
     v = state.variables
     m = fig.params.measure
@@ -68,14 +80,23 @@ def main() -> None:
     spec = {"ntk_trace": m.ntk_trace, "ntk_block": m.ntk_block}
     tk = timed(lambda: runs.ntk_of(s, v, xp, spec), max(1, args.repeats // 10))
     print(f"NTK Gram, probe {m.probe_size:4d}        {tk:8.2f} s")
-    tb = timed(lambda: metrics.recompute_batch_stats(s.model, v["params"], v["batch_stats"],
-                                                     ds.x_train[: m.bn_examples],
-                                                     s.data_params.eval_batch), 3)
+    tb = timed(
+        lambda: metrics.recompute_batch_stats(
+            s.model,
+            v["params"],
+            v["batch_stats"],
+            ds.x_train[: m.bn_examples],
+            s.data_params.eval_batch,
+        ),
+        3,
+    )
     te = timed(lambda: T.predict(s.model, v, ds.x_test, s.data_params.eval_batch), 3)
     print(f"BN recompute ({m.bn_examples} ex.)   {tb:8.2f} s")
     print(f"test-set forward           {te:8.2f} s")
-    print(f"error barrier ({m.barrier_points} points, est.) "
-          f"{m.barrier_points * (tb + te * (1 + ds.x_train.shape[0] / ds.x_test.shape[0])):6.2f} s")
+    print(
+        f"error barrier ({m.barrier_points} points, est.) "
+        f"{m.barrier_points * (tb + te * (1 + ds.x_train.shape[0] / ds.x_test.shape[0])):6.2f} s"
+    )
 
 
 if __name__ == "__main__":

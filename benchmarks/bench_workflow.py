@@ -21,10 +21,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def snakemake(workdir: Path, cores: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d",
-                    str(workdir), "--cores", cores, "--quiet"], check=True,
-                   env={**os.environ, "NTKPAPER_RUNS": str(workdir / "runs"),
-                        "NTKPAPER_RESULTS": str(workdir / "results")})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--cores",
+            cores,
+            "--quiet",
+        ],
+        check=True,
+        env={
+            **os.environ,
+            "NTKPAPER_RUNS": str(workdir / "runs"),
+            "NTKPAPER_RESULTS": str(workdir / "results"),
+        },
+    )
     return time.perf_counter() - start
 
 

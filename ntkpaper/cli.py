@@ -1,8 +1,8 @@
 """Command line: what the Snakefile's rules call.
 
-    python -m ntkpaper check --profile quick       validate every parameter file
-    python -m ntkpaper run KEY --profile quick     run one cached job (a key of the plan)
-    python -m ntkpaper data cifar10                place a dataset in the cache
+python -m ntkpaper check --profile quick       validate every parameter file
+python -m ntkpaper run KEY --profile quick     run one cached job (a key of the plan)
+python -m ntkpaper data cifar10                place a dataset in the cache
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(figures)} figures, {len(jobs)} runs on profile {args.profile}: ok")
             return 0
         if args.key not in jobs:
-            print(f"error: no run with key {args.key} in params/*.yaml ({args.profile})",
-                  file=sys.stderr)
+            print(
+                f"error: no run with key {args.key} in params/*.yaml ({args.profile})",
+                file=sys.stderr,
+            )
             return 2
         from ntkpaper import runs, store
 
@@ -59,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         from ntkpaper import data as data_lib
         from ntkpaper import store, train
 
-        if isinstance(e, (P.ParamsError, data_lib.DatasetUnavailable, store.CorruptEntry,
-                          train.Diverged)):
+        if isinstance(
+            e, (P.ParamsError, data_lib.DatasetUnavailable, store.CorruptEntry, train.Diverged)
+        ):
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pathlib
 import shutil
 import tarfile
 import tempfile
@@ -18,10 +17,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ntkpaper.store import data_dir
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ntkpaper.store import data_dir
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100")
 DIGITS_TEST_SIZE = 360
@@ -39,7 +39,12 @@ _MEMBERS = {
         1,
         0,
     ),
-    "cifar100": (["cifar-100-binary/train.bin"], ["cifar-100-binary/test.bin"], 2, 1),  # fine labels
+    "cifar100": (
+        ["cifar-100-binary/train.bin"],
+        ["cifar-100-binary/test.bin"],
+        2,
+        1,
+    ),  # fine labels
 }
 _NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
@@ -50,7 +55,7 @@ class DatasetUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Normalised images ``x_*`` of shape (n, H, W, C) float32 and labels ``y_*`` of shape (n,) int32."""
+    """Normalised images ``x_*``: (n, H, W, C) float32; labels ``y_*``: (n,) int32."""
 
     name: str
     x_train: jax.Array
@@ -148,7 +153,7 @@ def _normalise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def load(name: str, root: Path | None = None) -> Dataset:
-    """Load ``name`` (one of :data:`DATASETS`) as a normalised :class:`Dataset` on the default device."""
+    """Load ``name`` (one of :data:`DATASETS`) as a normalised :class:`Dataset` on device."""
     _check_name(name)
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -174,7 +179,7 @@ def load(name: str, root: Path | None = None) -> Dataset:
 
 
 def augment(key: jax.Array, x: jax.Array, padding: int) -> jax.Array:
-    """Random crop after zero-padding by ``padding`` plus horizontal flip (p=1/2); x: (n, H, W, C)."""
+    """Random crop after zero-padding by ``padding``, horizontal flip (p=1/2); x: (n, H, W, C)."""
     n, h, w, c = x.shape
     k_crop, k_flip = jax.random.split(key)
     if padding > 0:

@@ -9,7 +9,8 @@ applies the network in evaluation mode with the statistics of the expansion poin
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -96,7 +97,8 @@ def make_taylor_step(model, tx, data, spe: int, degree: int) -> Callable:
         loss_fn = lambda p: train_lib.cross_entropy(g(p, x, anchor, batch_stats), y)  # noqa: E731
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        return state.replace(params=jax.tree.map(lambda p, u: p + u, state.params, updates),
-                             opt_state=opt_state), loss
+        return state.replace(
+            params=jax.tree.map(lambda p, u: p + u, state.params, updates), opt_state=opt_state
+        ), loss
 
     return step

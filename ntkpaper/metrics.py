@@ -75,8 +75,9 @@ def function_distance(logits1: jax.Array, logits2: jax.Array, y: jax.Array) -> j
 
 def weight_distance(w1: PyTree, w2: PyTree) -> tuple[jax.Array, jax.Array]:
     """||w - w'||_2 over the given parameters, and ||w - w'|| / ||w||."""
-    diff = jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in
-                        zip(jax.tree.leaves(w1), jax.tree.leaves(w2))))
+    diff = jnp.sqrt(
+        sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(w1), jax.tree.leaves(w2)))
+    )
     norm = jnp.sqrt(sum(jnp.sum(a**2) for a in jax.tree.leaves(w1)))
     return diff, diff / norm
 
@@ -88,11 +89,13 @@ def interpolate(w1: PyTree, w2: PyTree, a: float) -> PyTree:
 
 _stats_step = jax.jit(
     lambda model, variables, x: model.apply(variables, x, train=True, mutable=["batch_stats"])[1],
-    static_argnums=0)
+    static_argnums=0,
+)
 
 
-def recompute_batch_stats(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array,
-                          batch_size: int) -> PyTree:
+def recompute_batch_stats(
+    model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array, batch_size: int
+) -> PyTree:
     """Batch-norm running statistics recomputed on ``x`` for weights ``params``.
 
     Mean over minibatches of ``x`` of each batch's mean and variance (the cumulative average
@@ -102,15 +105,25 @@ def recompute_batch_stats(model: nn.Module, params: PyTree, batch_stats: PyTree,
         return batch_stats
     fresh = model.clone(bn_momentum=0.0)  # running stats := this batch's stats
     n = (x.shape[0] // batch_size) * batch_size or x.shape[0]
-    stats = [_stats_step(fresh, {"params": params, "batch_stats": batch_stats},
-                         x[i:i + batch_size])["batch_stats"]
-             for i in range(0, n, batch_size)]
+    stats = [
+        _stats_step(fresh, {"params": params, "batch_stats": batch_stats}, x[i : i + batch_size])[
+            "batch_stats"
+        ]
+        for i in range(0, n, batch_size)
+    ]
     return jax.tree.map(lambda *s: jnp.mean(jnp.stack(s), axis=0), *stats)
 
 
-def error_barrier(model: nn.Module, v1: dict, v2: dict, sets: dict[str, tuple],
-                  points: int = 21, bn_stats: Literal["recompute", "interpolate"] = "recompute",
-                  bn_x: jax.Array | None = None, batch_size: int = 1) -> dict:
+def error_barrier(
+    model: nn.Module,
+    v1: dict,
+    v2: dict,
+    sets: dict[str, tuple],
+    points: int = 21,
+    bn_stats: Literal["recompute", "interpolate"] = "recompute",
+    bn_x: jax.Array | None = None,
+    batch_size: int = 1,
+) -> dict:
     """Error barrier on the linear path between two networks (Fort et al. 2020, section 2).
 
     w_a = a w + (1 - a) w', a on ``points`` evenly spaced values in [0, 1];
@@ -129,7 +142,9 @@ def error_barrier(model: nn.Module, v1: dict, v2: dict, sets: dict[str, tuple],
         if bn_stats == "recompute":
             stats = recompute_batch_stats(model, params, stats, bn_x, batch_size)
         for name, (x, y) in sets.items():
-            logits = train_lib.predict(model, {"params": params, "batch_stats": stats}, x, batch_size)
+            logits = train_lib.predict(
+                model, {"params": params, "batch_stats": stats}, x, batch_size
+            )
             errors[name].append(float(error(logits, y)))
     out = {"alpha": alphas}
     for name, e in errors.items():

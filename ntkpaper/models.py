@@ -7,7 +7,7 @@ collection so that activation patterns (Fort et al. 2020, section 2) can be read
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -108,10 +108,16 @@ class WideBlock(nn.Module):
         y = relu(self, Norm(True, self.bn_momentum)(x, train))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.channels:
-            shortcut = nn.Conv(self.channels, (1, 1), strides=(self.stride, self.stride),
-                               use_bias=False)(y)
-        y = nn.Conv(self.channels, (3, 3), strides=(self.stride, self.stride), padding="SAME",
-                    use_bias=False)(y)
+            shortcut = nn.Conv(
+                self.channels, (1, 1), strides=(self.stride, self.stride), use_bias=False
+            )(y)
+        y = nn.Conv(
+            self.channels,
+            (3, 3),
+            strides=(self.stride, self.stride),
+            padding="SAME",
+            use_bias=False,
+        )(y)
         y = relu(self, Norm(True, self.bn_momentum)(y, train))
         y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False)(y)
         return y + shortcut

@@ -7,8 +7,9 @@ collections over in ``f``, evaluation mode).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -47,9 +48,15 @@ def _contract(j1: jax.Array, j2: jax.Array, trace: bool) -> jax.Array:
     return full.reshape(n1, k, n2, k).transpose(0, 2, 1, 3)
 
 
-def empirical_ntk(f: Callable, params: PyTree, x1: jax.Array, x2: jax.Array | None = None,
-                  trace_axes: Sequence[int] = (-1,), block_size: int | None = None,
-                  **apply_kwargs) -> jax.Array:
+def empirical_ntk(
+    f: Callable,
+    params: PyTree,
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    trace_axes: Sequence[int] = (-1,),
+    block_size: int | None = None,
+    **apply_kwargs,
+) -> jax.Array:
     """Empirical NTK Gram matrix (Fort et al. 2020, eq. 4): Theta(x, x') = J(x) J(x')^T.
 
     J(x) in R^{K x d} is the Jacobian of the K logits with respect to the d parameters.
@@ -77,10 +84,10 @@ def empirical_ntk(f: Callable, params: PyTree, x1: jax.Array, x2: jax.Array | No
     b = block_size or max(x1.shape[0], x2.shape[0])
     rows = []
     for i in range(0, x1.shape[0], b):
-        ji = _jacobian(f, params, x1[i:i + b], apply_kwargs)
+        ji = _jacobian(f, params, x1[i : i + b], apply_kwargs)
         row = []
         for j in range(0, x2.shape[0], b):
-            jj = ji if same and i == j else _jacobian(f, params, x2[j:j + b], apply_kwargs)
+            jj = ji if same and i == j else _jacobian(f, params, x2[j : j + b], apply_kwargs)
             row.append(_contract(ji, jj, trace))
         rows.append(jnp.concatenate(row, axis=1))
     return jnp.concatenate(rows, axis=0)

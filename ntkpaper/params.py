@@ -73,12 +73,14 @@ class Train:
     lr: float = spec("learning rate", gt=0)
     momentum: float = spec("SGD momentum", ge=0, lt=1)
     weight_decay: float = spec("L2 weight decay added to the gradient", ge=0)
-    lr_drops: tuple[float, ...] = spec("epochs at which lr is multiplied by lr_decay",
-                                       expect="a list of epochs", ge=0)
+    lr_drops: tuple[float, ...] = spec(
+        "epochs at which lr is multiplied by lr_decay", expect="a list of epochs", ge=0
+    )
     lr_decay: float = spec("factor applied at each drop", gt=0, le=1)
     snapshots: tuple[Segment, ...] = spec(
         "snapshot schedule: segments {every, until} in epochs, from 0",
-        expect="a list of {every, until} segments")
+        expect="a list of {every, until} segments",
+    )
 
     def snapshot_epochs(self) -> list[float]:
         """Epochs of the snapshots: 0, each segment's grid and its ``until``, and the end."""
@@ -92,14 +94,18 @@ class Train:
     def check(self) -> None:
         for i in range(1, len(self.snapshots)):
             if self.snapshots[i].until <= self.snapshots[i - 1].until:
-                raise _error(f"snapshots[{i}].until", "an epoch after the previous segment's",
-                             self.snapshots[i].until)
+                raise _error(
+                    f"snapshots[{i}].until",
+                    "an epoch after the previous segment's",
+                    self.snapshots[i].until,
+                )
 
 
 @dataclass(frozen=True)
 class Children:
-    spawn_epochs: tuple[float, ...] = spec("epochs at which children are spawned",
-                                           expect="a list of epochs", ge=0)
+    spawn_epochs: tuple[float, ...] = spec(
+        "epochs at which children are spawned", expect="a list of epochs", ge=0
+    )
     n_children: int = spec("children per spawn epoch, trained as one vmapped program", ge=2)
     seed: int = spec("seed of the children's data order", ge=0)
 
@@ -113,7 +119,8 @@ class Measure:
     ntk_trace: bool = spec("NTK traced over logits (true) or full mK x mK (false)", default=True)
     barrier_points: int = spec("points on the interpolation path", ge=2, default=21)
     bn_stats: Literal["recompute", "interpolate"] = spec(
-        "batch-norm statistics of interpolated networks", default="recompute")
+        "batch-norm statistics of interpolated networks", default="recompute"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,8 +145,9 @@ class IntegratedView:
         snaps = self.parent.snapshot_epochs()
         for i, e in enumerate(self.children.spawn_epochs):
             if not any(abs(e - s) < 1e-6 for s in snaps):
-                raise _error(f"children.spawn_epochs[{i}]",
-                             "an epoch of the parent's snapshot schedule", e)
+                raise _error(
+                    f"children.spawn_epochs[{i}]", "an epoch of the parent's snapshot schedule", e
+                )
             if e >= self.parent.epochs:
                 raise _error(f"children.spawn_epochs[{i}]", "an epoch before parent.epochs", e)
 
@@ -148,15 +156,17 @@ class IntegratedView:
 class Linearised:
     """Training of the Taylor model of the parent at t~ (Fort et al. appendix D.4)."""
 
-    spawn_epochs: tuple[float, ...] = spec("epochs t~ of the parent at which it is expanded",
-                                           expect="a list of epochs", ge=0)
+    spawn_epochs: tuple[float, ...] = spec(
+        "epochs t~ of the parent at which it is expanded", expect="a list of epochs", ge=0
+    )
     degree: int = spec("order of the Taylor model: 1 linearised, 2 quadratic", ge=1, le=2)
     epochs: float = spec("training length after t~, epochs", gt=0)
     lr: float = spec("learning rate", gt=0)
     momentum: float = spec("SGD momentum", ge=0, lt=1)
     weight_decay: float = spec("L2 weight decay added to the gradient", ge=0)
-    lr_drops: tuple[float, ...] = spec("epochs (after t~) at which lr is multiplied by lr_decay",
-                                       expect="a list of epochs", ge=0)
+    lr_drops: tuple[float, ...] = spec(
+        "epochs (after t~) at which lr is multiplied by lr_decay", expect="a list of epochs", ge=0
+    )
     lr_decay: float = spec("factor applied at each drop", gt=0, le=1)
     seed: int = spec("seed of the data order", ge=0)
 
@@ -196,16 +206,20 @@ class KernelLearning:
 
     def check(self) -> None:
         snaps = self.parent.snapshot_epochs()
-        for name, epochs in (("linearised.spawn_epochs", self.linearised.spawn_epochs),
-                             ("children.spawn_epochs", self.children.spawn_epochs)):
+        for name, epochs in (
+            ("linearised.spawn_epochs", self.linearised.spawn_epochs),
+            ("children.spawn_epochs", self.children.spawn_epochs),
+        ):
             for i, e in enumerate(epochs):
                 if not any(abs(e - s) < 1e-6 for s in snaps):
                     raise _error(f"{name}[{i}]", "an epoch of the parent's snapshot schedule", e)
 
 
-NOTEBOOKS: dict[str, type] = {"fort_integrated_view": IntegratedView,
-                              "fort_linearised": KernelLearning,
-                              "fort_nonlinear_advantage": KernelLearning}
+NOTEBOOKS: dict[str, type] = {
+    "fort_integrated_view": IntegratedView,
+    "fort_linearised": KernelLearning,
+    "fort_nonlinear_advantage": KernelLearning,
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,7 +245,8 @@ def _describe(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp))
+        tp, str(tp)
+    )
 
 
 def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
@@ -249,8 +264,9 @@ def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
         if not isinstance(value, list):
             raise _error(key, expect, value)
         item = typing.get_args(tp)[0]
-        return tuple(_convert(item, v, f"{key}[{i}]", {**meta, "expect": None})
-                     for i, v in enumerate(value))
+        return tuple(
+            _convert(item, v, f"{key}[{i}]", {**meta, "expect": None}) for i, v in enumerate(value)
+        )
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise _error(key, expect, value)
@@ -270,8 +286,12 @@ def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
             finite = False
         if not finite:
             raise _error(key, expect, value)
-        for name, test, word in (("gt", lambda a, b: a > b, ">"), ("ge", lambda a, b: a >= b, ">="),
-                                 ("lt", lambda a, b: a < b, "<"), ("le", lambda a, b: a <= b, "<=")):
+        for name, test, word in (
+            ("gt", lambda a, b: a > b, ">"),
+            ("ge", lambda a, b: a >= b, ">="),
+            ("lt", lambda a, b: a < b, "<"),
+            ("le", lambda a, b: a <= b, "<="),
+        ):
             if name in meta and not test(value, meta[name]):
                 raise _error(key, f"{_describe(tp)} {word} {meta[name]}", value)
         return value
@@ -317,7 +337,9 @@ class Figure:
 
 def params_dir() -> Path:
     """Directory of the parameter files: ``$NTKPAPER_PARAMS`` or ``params/`` of the repo."""
-    return Path(os.environ.get("NTKPAPER_PARAMS", Path(__file__).resolve().parent.parent / "params"))
+    return Path(
+        os.environ.get("NTKPAPER_PARAMS", Path(__file__).resolve().parent.parent / "params")
+    )
 
 
 def load_figure(path: str | Path, profile: str) -> Figure:
@@ -334,10 +356,14 @@ def load_figure(path: str | Path, profile: str) -> Figure:
         raise ParamsError(f"{shown}: expected a mapping with keys notebook, quick, paper")
     for k in raw:
         if k not in ("notebook", *PROFILES):
-            raise ParamsError(f"{shown}: {k}: unknown key (allowed: notebook, {', '.join(PROFILES)})")
+            raise ParamsError(
+                f"{shown}: {k}: unknown key (allowed: notebook, {', '.join(PROFILES)})"
+            )
     notebook = raw.get("notebook")
     if notebook not in NOTEBOOKS:
-        raise ParamsError(f"{shown}: notebook: expected one of {', '.join(NOTEBOOKS)}, got {notebook!r}")
+        raise ParamsError(
+            f"{shown}: notebook: expected one of {', '.join(NOTEBOOKS)}, got {notebook!r}"
+        )
     if profile not in raw:
         raise ParamsError(f"{shown}: {profile}: missing (no '{profile}' profile in this file)")
     try:
@@ -393,4 +419,3 @@ def from_dict(cls: type, data: dict) -> Any:
         return _build(cls, data, "")
     except _KeyError as e:
         raise ParamsError(f"stored spec: {e.key}: {e.message}") from None
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -21,8 +21,14 @@ def panel_row(n: int, width: float = 3.4, height: float = 3.0):
     return fig, np.atleast_1d(axes)
 
 
-def training_curves(ax, epoch: np.ndarray, train_error: np.ndarray, test_error: np.ndarray,
-                    train_loss: np.ndarray, test_loss: np.ndarray):
+def training_curves(
+    ax,
+    epoch: np.ndarray,
+    train_error: np.ndarray,
+    test_error: np.ndarray,
+    train_loss: np.ndarray,
+    test_loss: np.ndarray,
+):
     """Panel A: parent train/test error (left axis) and loss (right axis) against epoch."""
     ax.plot(epoch, train_error, label="train error", color="C0")
     ax.plot(epoch, test_error, label="test error", color="C1")
@@ -37,8 +43,9 @@ def training_curves(ax, epoch: np.ndarray, train_error: np.ndarray, test_error: 
     return ax
 
 
-def against_spawn(ax, spawn_epoch: np.ndarray, series: dict[str, np.ndarray], ylabel: str,
-                  log_x: bool = True):
+def against_spawn(
+    ax, spawn_epoch: np.ndarray, series: dict[str, np.ndarray], ylabel: str, log_x: bool = True
+):
     """Panels B and E: a quantity measured on children at the end, against spawn epoch.
 
     With ``log_x`` the axis is symlog so that spawn epoch 0 shows beside the early epochs.
@@ -46,15 +53,15 @@ def against_spawn(ax, spawn_epoch: np.ndarray, series: dict[str, np.ndarray], yl
     for label, y in series.items():
         ax.plot(spawn_epoch, y, "o-", label=label)
     if log_x:
-        ax.set_xscale("symlog", linthresh=max(1e-3, float(np.min(spawn_epoch[spawn_epoch > 0],
-                                                                     initial=1.0))))
+        ax.set_xscale(
+            "symlog", linthresh=max(1e-3, float(np.min(spawn_epoch[spawn_epoch > 0], initial=1.0)))
+        )
     ax.set(xlabel="spawn epoch", ylabel=ylabel)
     ax.legend(fontsize="small")
     return ax
 
 
-def heatmap(ax, epoch: np.ndarray, matrix: np.ndarray, label: str,
-            marks: Sequence[float] = ()):
+def heatmap(ax, epoch: np.ndarray, matrix: np.ndarray, label: str, marks: Sequence[float] = ()):
     """Panels C and D: a distance between the parent at every pair of snapshot epochs.
 
     ``marks`` (learning-rate drops) are drawn as dashed lines. Axes are snapshot indices
@@ -74,8 +81,14 @@ def heatmap(ax, epoch: np.ndarray, matrix: np.ndarray, label: str,
     return ax
 
 
-def kernel_learning(ax, t_tilde: np.ndarray, linearised: np.ndarray, low_lr: np.ndarray,
-                    baseline: float, degree: int = 1):
+def kernel_learning(
+    ax,
+    t_tilde: np.ndarray,
+    linearised: np.ndarray,
+    low_lr: np.ndarray,
+    baseline: float,
+    degree: int = 1,
+):
     """Fort et al. figure 8: final test error of the Taylor model trained from t~ (green), of
     low-lr children spawned at t~ (blue), of full training (purple), initial NTK marked."""
     name = "linearised" if degree == 1 else f"Taylor order {degree}"
@@ -103,7 +116,8 @@ def scatter(ax, x: np.ndarray, y: np.ndarray, labels: np.ndarray, xlabel: str, y
     """Points (x, y) annotated with their labels (e.g. t~)."""
     ax.plot(x, y, "o")
     for xi, yi, lab in zip(x, y, labels):
-        ax.annotate(f"{lab:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
-                    fontsize="x-small")
+        ax.annotate(
+            f"{lab:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize="x-small"
+        )
     ax.set(xlabel=xlabel, ylabel=ylabel)
     return ax

@@ -36,16 +36,19 @@ class Setup:
     tx: object
 
     def template(self) -> train_lib.TrainState:
-        return train_lib.init_state(self.model, self.tx, jax.random.PRNGKey(0),
-                                    self.dataset.x_train[:1])
+        return train_lib.init_state(
+            self.model, self.tx, jax.random.PRNGKey(0), self.dataset.x_train[:1]
+        )
 
     def step_of(self, epoch: float) -> int:
         return train_lib.epoch_to_step(epoch, self.spe)
 
     def variables(self, arrays: dict) -> dict:
         t = self.template()
-        return {"params": store.tree_from_arrays(t.params, arrays, "params"),
-                "batch_stats": store.tree_from_arrays(t.batch_stats, arrays, "batch_stats")}
+        return {
+            "params": store.tree_from_arrays(t.params, arrays, "params"),
+            "batch_stats": store.tree_from_arrays(t.batch_stats, arrays, "batch_stats"),
+        }
 
 
 def setup(parent: Job) -> Setup:
@@ -54,11 +57,17 @@ def setup(parent: Job) -> Setup:
     model_params = P.from_dict(P.Model, s["model"])
     train_params = P.from_dict(P.Train, s["train"])
     dataset = data_lib.load(data_params.dataset)
-    model = models.build(model_params.name, dataset.num_classes, depth=model_params.depth,
-                         width=model_params.width, batch_norm=model_params.batch_norm)
+    model = models.build(
+        model_params.name,
+        dataset.num_classes,
+        depth=model_params.depth,
+        width=model_params.width,
+        batch_norm=model_params.batch_norm,
+    )
     spe = train_lib.steps_per_epoch(dataset.x_train.shape[0], data_params.batch_size)
-    return Setup(data_params, train_params, dataset, model, spe,
-                 train_lib.optimizer(train_params, spe))
+    return Setup(
+        data_params, train_params, dataset, model, spe, train_lib.optimizer(train_params, spe)
+    )
 
 
 def log(msg: str) -> None:
@@ -75,16 +84,19 @@ def snapshot_name(step: int) -> str:
 
 
 def _state_arrays(state: train_lib.TrainState) -> dict:
-    return {**store.tree_arrays(state.params, "params"),
-            **store.tree_arrays(state.batch_stats, "batch_stats"),
-            **store.tree_arrays(state.opt_state, "opt_state")}
+    return {
+        **store.tree_arrays(state.params, "params"),
+        **store.tree_arrays(state.batch_stats, "batch_stats"),
+        **store.tree_arrays(state.opt_state, "opt_state"),
+    }
 
 
 def _state_from(template: train_lib.TrainState, arrays: dict) -> train_lib.TrainState:
     return train_lib.TrainState(
         store.tree_from_arrays(template.params, arrays, "params"),
         store.tree_from_arrays(template.batch_stats, arrays, "batch_stats"),
-        store.tree_from_arrays(template.opt_state, arrays, "opt_state"))
+        store.tree_from_arrays(template.opt_state, arrays, "opt_state"),
+    )
 
 
 def run_parent(job: Job) -> None:
@@ -112,18 +124,37 @@ def run_parent(job: Job) -> None:
         v = state.variables
         tr = train_lib.evaluate(s.model, v, ds.x_train, ds.y_train, s.data_params.eval_batch)
         te = train_lib.evaluate(s.model, v, ds.x_test, ds.y_test, s.data_params.eval_batch)
-        store.save_arrays(out / snapshot_name(step), {
-            **_state_arrays(state), "step": step, "epoch": step / s.spe,
-            "train_error": tr[0], "train_loss": tr[1], "test_error": te[0], "test_loss": te[1]})
-        log(f"parent {job.key}: epoch {step / s.spe:.2f} train error {tr[0]:.4f} "
-            f"test error {te[0]:.4f}")
+        store.save_arrays(
+            out / snapshot_name(step),
+            {
+                **_state_arrays(state),
+                "step": step,
+                "epoch": step / s.spe,
+                "train_error": tr[0],
+                "train_loss": tr[1],
+                "test_error": te[0],
+                "test_loss": te[1],
+            },
+        )
+        log(
+            f"parent {job.key}: epoch {step / s.spe:.2f} train error {tr[0]:.4f} "
+            f"test error {te[0]:.4f}"
+        )
 
     if start < 0:
         on_stop(0, state)
         start = 0
     step_fn = jax.jit(train_lib.make_train_step(s.model, s.tx, s.data_params, s.spe))
-    train_lib.run_steps(step_fn, state, order_key, (ds.x_train, ds.y_train), start,
-                        [st for st in steps if st > start], on_stop, f"parent run {job.key}")
+    train_lib.run_steps(
+        step_fn,
+        state,
+        order_key,
+        (ds.x_train, ds.y_train),
+        start,
+        [st for st in steps if st > start],
+        on_stop,
+        f"parent run {job.key}",
+    )
     store.write_manifest(job.kind, job.key, job.spec, [snapshot_name(st) for st in steps])
 
 
@@ -183,17 +214,38 @@ def run_children(job: Job) -> None:
         store.save_arrays(ckpt, {**_state_arrays(states), "step": step})
         log(f"children {job.key}: epoch {step / s.spe:.2f}")
 
-    step_fn = jax.jit(spawn.vmap_children(
-        train_lib.make_train_step(s.model, tx, s.data_params, s.spe)))
+    step_fn = jax.jit(
+        spawn.vmap_children(train_lib.make_train_step(s.model, tx, s.data_params, s.spe))
+    )
     stops = epoch_stops(s.spe, start, end)
-    states = train_lib.run_steps(step_fn, states, keys, (ds.x_train, ds.y_train), start,
-                                 [st for st in stops if st > start], on_stop,
-                                 f"children run {job.key}")
-    test_error = [train_lib.evaluate(s.model, spawn.unstack(states, i).variables, ds.x_test,
-                                     ds.y_test, s.data_params.eval_batch)[0] for i in range(n)]
-    store.save_arrays(out / "final.npz", {**store.tree_arrays(states.params, "params"),
-                                          **store.tree_arrays(states.batch_stats, "batch_stats"),
-                                          "test_error": np.array(test_error)})
+    states = train_lib.run_steps(
+        step_fn,
+        states,
+        keys,
+        (ds.x_train, ds.y_train),
+        start,
+        [st for st in stops if st > start],
+        on_stop,
+        f"children run {job.key}",
+    )
+    test_error = [
+        train_lib.evaluate(
+            s.model,
+            spawn.unstack(states, i).variables,
+            ds.x_test,
+            ds.y_test,
+            s.data_params.eval_batch,
+        )[0]
+        for i in range(n)
+    ]
+    store.save_arrays(
+        out / "final.npz",
+        {
+            **store.tree_arrays(states.params, "params"),
+            **store.tree_arrays(states.batch_stats, "batch_stats"),
+            "test_error": np.array(test_error),
+        },
+    )
     store.write_manifest(job.kind, job.key, job.spec, ["final.npz"])
     ckpt.unlink(missing_ok=True)
 
@@ -212,9 +264,14 @@ def probe_indices(n_train: int, size: int, seed: int) -> np.ndarray:
 
 def ntk_of(s: Setup, variables: dict, x: jax.Array, spec: dict) -> jax.Array:
     """NTK Gram matrix of a network on ``x`` w.r.t. its weights, BN statistics fixed."""
-    return empirical_ntk(logits_with_stats(s.model), variables["params"], x,
-                         trace_axes=(-1,) if spec["ntk_trace"] else (),
-                         block_size=spec["ntk_block"], batch_stats=variables["batch_stats"])
+    return empirical_ntk(
+        logits_with_stats(s.model),
+        variables["params"],
+        x,
+        trace_axes=(-1,) if spec["ntk_trace"] else (),
+        block_size=spec["ntk_block"],
+        batch_stats=variables["batch_stats"],
+    )
 
 
 _LOGITS: dict = {}
@@ -222,8 +279,12 @@ _LOGITS: dict = {}
 
 def logits_with_stats(model: nn.Module):
     """``f(params, x, batch_stats) -> (n, K)`` in evaluation mode, one object per model."""
-    return _LOGITS.setdefault(model, lambda params, x, batch_stats: model.apply(
-        {"params": params, "batch_stats": batch_stats}, x, train=False))
+    return _LOGITS.setdefault(
+        model,
+        lambda params, x, batch_stats: model.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=False
+        ),
+    )
 
 
 def run_parent_measure(job: Job) -> None:
@@ -241,10 +302,16 @@ def run_parent_measure(job: Job) -> None:
         patterns.append(metrics.relu_patterns(s.model, v, xp))
         log(f"parent_measure {job.key}: step {int(step)}")
     kernels = jnp.stack(kernels)
-    store.save_arrays(store.run_dir(job.kind, job.key) / "measure.npz", {
-        **hist, "probe": probe, "kernels": kernels,
-        "kernel_distance": metrics.kernel_distance_matrix(kernels),
-        "relu_distance": metrics.relu_distance_matrix(jnp.stack(patterns))})
+    store.save_arrays(
+        store.run_dir(job.kind, job.key) / "measure.npz",
+        {
+            **hist,
+            "probe": probe,
+            "kernels": kernels,
+            "kernel_distance": metrics.kernel_distance_matrix(kernels),
+            "relu_distance": metrics.relu_distance_matrix(jnp.stack(patterns)),
+        },
+    )
     store.write_manifest(job.kind, job.key, job.spec, ["measure.npz"])
 
 
@@ -259,28 +326,50 @@ def run_children_measure(job: Job) -> None:
     final.pop("test_error", None)
     n = children.spec["n_children"]
     t = s.template()
-    vs = [{"params": store.tree_from_arrays(t.params, {k: a[i] for k, a in final.items()}, "params"),
-           "batch_stats": store.tree_from_arrays(t.batch_stats, {k: a[i] for k, a in final.items()},
-                                                 "batch_stats")} for i in range(n)]
+    vs = [
+        {
+            "params": store.tree_from_arrays(
+                t.params, {k: a[i] for k, a in final.items()}, "params"
+            ),
+            "batch_stats": store.tree_from_arrays(
+                t.batch_stats, {k: a[i] for k, a in final.items()}, "batch_stats"
+            ),
+        }
+        for i in range(n)
+    ]
     probe = probe_indices(ds.x_train.shape[0], job.spec["probe_size"], job.spec["probe_seed"])
     xp = ds.x_train[probe]
     bn_x = ds.x_train[: job.spec["bn_examples"]]
     eb = s.data_params.eval_batch
     barrier = metrics.error_barrier(
-        s.model, vs[0], vs[1], {"test": (ds.x_test, ds.y_test), "train": (ds.x_train, ds.y_train)},
-        job.spec["barrier_points"], job.spec["bn_stats"], bn_x, eb)
+        s.model,
+        vs[0],
+        vs[1],
+        {"test": (ds.x_test, ds.y_test), "train": (ds.x_train, ds.y_train)},
+        job.spec["barrier_points"],
+        job.spec["bn_stats"],
+        bn_x,
+        eb,
+    )
     logits = [train_lib.predict(s.model, v, ds.x_test, eb) for v in vs]
     w_dist, w_rel = metrics.weight_distance(vs[0]["params"], vs[1]["params"])
-    store.save_arrays(store.run_dir(job.kind, job.key) / "measure.npz", {
-        **barrier,
-        "spawn_epoch": children.spec["spawn_epoch"],
-        "test_error": np.array([float(metrics.error(lg, ds.y_test)) for lg in logits]),
-        "weight_distance": w_dist, "weight_distance_relative": w_rel,
-        "relu_distance": metrics.relu_distance(metrics.relu_patterns(s.model, vs[0], xp),
-                                               metrics.relu_patterns(s.model, vs[1], xp)),
-        "function_distance": metrics.function_distance(logits[0], logits[1], ds.y_test),
-        "kernel_distance": metrics.kernel_distance(ntk_of(s, vs[0], xp, job.spec),
-                                                   ntk_of(s, vs[1], xp, job.spec))})
+    store.save_arrays(
+        store.run_dir(job.kind, job.key) / "measure.npz",
+        {
+            **barrier,
+            "spawn_epoch": children.spec["spawn_epoch"],
+            "test_error": np.array([float(metrics.error(lg, ds.y_test)) for lg in logits]),
+            "weight_distance": w_dist,
+            "weight_distance_relative": w_rel,
+            "relu_distance": metrics.relu_distance(
+                metrics.relu_patterns(s.model, vs[0], xp), metrics.relu_patterns(s.model, vs[1], xp)
+            ),
+            "function_distance": metrics.function_distance(logits[0], logits[1], ds.y_test),
+            "kernel_distance": metrics.kernel_distance(
+                ntk_of(s, vs[0], xp, job.spec), ntk_of(s, vs[1], xp, job.spec)
+            ),
+        },
+    )
     store.write_manifest(job.kind, job.key, job.spec, ["measure.npz"])
 
 
@@ -298,15 +387,20 @@ def run_linearised(job: Job) -> None:
     (parent,) = job.deps
     s = setup(parent)
     ds = s.dataset
-    lp = P.from_dict(P.Linearised, {k: v for k, v in job.spec.items() if k not in ("kind", "parent")})
+    lp = P.from_dict(
+        P.Linearised, {k: v for k, v in job.spec.items() if k not in ("kind", "parent")}
+    )
     out = store.run_dir(job.kind, job.key)
     store.write_json(out / "spec.json", job.spec)
     t = s.template()
     snaps = [parent_snapshot(parent, s.step_of(e)) for e in lp.spawn_epochs]
-    anchor = jax.tree.map(lambda *a: jnp.stack(a),
-                          *[store.tree_from_arrays(t.params, a, "params") for a in snaps])
-    stats = jax.tree.map(lambda *a: jnp.stack(a),
-                         *[store.tree_from_arrays(t.batch_stats, a, "batch_stats") for a in snaps])
+    anchor = jax.tree.map(
+        lambda *a: jnp.stack(a), *[store.tree_from_arrays(t.params, a, "params") for a in snaps]
+    )
+    stats = jax.tree.map(
+        lambda *a: jnp.stack(a),
+        *[store.tree_from_arrays(t.batch_stats, a, "batch_stats") for a in snaps],
+    )
     tx = train_lib.optimizer(lp, s.spe)
     end = s.step_of(lp.epochs)
     ckpt = out / "checkpoint.npz"
@@ -322,8 +416,13 @@ def run_linearised(job: Job) -> None:
 
     def test_error(state) -> list[float]:
         eb = s.data_params.eval_batch
-        logits = jnp.concatenate([g(state.params, ds.x_test[i:i + eb], anchor, stats)
-                                  for i in range(0, ds.x_test.shape[0], eb)], axis=1)
+        logits = jnp.concatenate(
+            [
+                g(state.params, ds.x_test[i : i + eb], anchor, stats)
+                for i in range(0, ds.x_test.shape[0], eb)
+            ],
+            axis=1,
+        )
         return [float(metrics.error(lg, ds.y_test)) for lg in logits]
 
     if start == 0:
@@ -331,27 +430,48 @@ def run_linearised(job: Job) -> None:
 
     def on_stop(step: int, state) -> None:
         errors.append(test_error(state))
-        store.save_arrays(ckpt, {**_state_arrays(state), "step": step,
-                                 "test_errors": np.array(errors)})
+        store.save_arrays(
+            ckpt, {**_state_arrays(state), "step": step, "test_errors": np.array(errors)}
+        )
         log(f"linearised {job.key}: epoch {step / s.spe:.2f} test errors {np.round(errors[-1], 4)}")
 
-    step_fn = jax.jit(jax.vmap(
-        linearize.make_taylor_step(s.model, tx, s.data_params, s.spe, lp.degree),
-        in_axes=(0, None, None, None, None, 0, 0)))
+    step_fn = jax.jit(
+        jax.vmap(
+            linearize.make_taylor_step(s.model, tx, s.data_params, s.spe, lp.degree),
+            in_axes=(0, None, None, None, None, 0, 0),
+        )
+    )
     stops = epoch_stops(s.spe, 0, end)
-    train_lib.run_steps(step_fn, state, jax.random.PRNGKey(lp.seed),
-                        (ds.x_train, ds.y_train, anchor, stats), start,
-                        [st for st in stops if st > start], on_stop, f"linearised run {job.key}")
+    train_lib.run_steps(
+        step_fn,
+        state,
+        jax.random.PRNGKey(lp.seed),
+        (ds.x_train, ds.y_train, anchor, stats),
+        start,
+        [st for st in stops if st > start],
+        on_stop,
+        f"linearised run {job.key}",
+    )
     epochs = [0.0] + [st / s.spe for st in stops]
-    store.save_arrays(out / "final.npz", {"spawn_epoch": np.array(lp.spawn_epochs),
-                                          "epoch": np.array(epochs[: len(errors)]),
-                                          "test_error": np.array(errors)})
+    store.save_arrays(
+        out / "final.npz",
+        {
+            "spawn_epoch": np.array(lp.spawn_epochs),
+            "epoch": np.array(epochs[: len(errors)]),
+            "test_error": np.array(errors),
+        },
+    )
     store.write_manifest(job.kind, job.key, job.spec, ["final.npz"])
     ckpt.unlink(missing_ok=True)
 
 
-RUNNERS = {"parent": run_parent, "linearised": run_linearised, "children": run_children, "parent_measure": run_parent_measure,
-           "children_measure": run_children_measure}
+RUNNERS = {
+    "parent": run_parent,
+    "linearised": run_linearised,
+    "children": run_children,
+    "parent_measure": run_parent_measure,
+    "children_measure": run_children_measure,
+}
 
 
 def execute(job: Job) -> None:
@@ -361,8 +481,10 @@ def execute(job: Job) -> None:
         return
     for dep in job.deps:
         if not store.is_complete(dep.kind, dep.key):
-            raise RuntimeError(f"{job.kind} {job.key} needs {dep.kind} {dep.key}, which is not "
-                               "complete; run the workflow (snakemake) rather than this job alone")
+            raise RuntimeError(
+                f"{job.kind} {job.key} needs {dep.kind} {dep.key}, which is not "
+                "complete; run the workflow (snakemake) rather than this job alone"
+            )
     RUNNERS[job.kind](job)
 
 
@@ -374,4 +496,3 @@ def measurements(job: Job) -> dict:
 def final(job: Job) -> dict:
     """The ``final.npz`` of a complete training job (children, linearised)."""
     return store.load_arrays(store.run_dir(job.kind, job.key) / "final.npz")
-

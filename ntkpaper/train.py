@@ -8,7 +8,8 @@ resumed from any checkpoint takes exactly the steps an uninterrupted run takes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,8 +49,9 @@ def epoch_to_step(epoch: float, spe: int) -> int:
     return int(round(epoch * spe))
 
 
-def optimizer(train: Train, spe: int, lr: float | None = None,
-              lr_drops: Sequence[float] | None = None) -> optax.GradientTransformation:
+def optimizer(
+    train: Train, spe: int, lr: float | None = None, lr_drops: Sequence[float] | None = None
+) -> optax.GradientTransformation:
     """SGD with momentum and L2 weight decay; lr multiplied by ``lr_decay`` at each drop.
 
     lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. ``train`` is any section with
@@ -63,12 +65,14 @@ def optimizer(train: Train, spe: int, lr: float | None = None,
         s = epoch_to_step(e, spe)
         scales[s] = scales.get(s, 1.0) * train.lr_decay
     schedule = optax.piecewise_constant_schedule(lr, scales)
-    return optax.chain(optax.add_decayed_weights(train.weight_decay),
-                       optax.sgd(schedule, momentum=train.momentum))
+    return optax.chain(
+        optax.add_decayed_weights(train.weight_decay), optax.sgd(schedule, momentum=train.momentum)
+    )
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
-               sample_x: jax.Array) -> TrainState:
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, sample_x: jax.Array
+) -> TrainState:
     """Initial weights (Flax defaults) for inputs shaped like ``sample_x`` (n, H, W, C)."""
     variables = model.init(key, sample_x, train=False)
     params = variables["params"]
@@ -80,8 +84,9 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def minibatch(data: Data, spe: int, key: jax.Array, step: jax.Array, x_train: jax.Array,
-              y_train: jax.Array) -> tuple[jax.Array, jax.Array]:
+def minibatch(
+    data: Data, spe: int, key: jax.Array, step: jax.Array, x_train: jax.Array, y_train: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """The minibatch of ``step``: (B, H, W, C) inputs and (B,) labels, on device.
 
     Slice ``step % spe`` of ``permutation(fold_in(order_key, epoch))``; augmentation (crop,
@@ -96,8 +101,9 @@ def minibatch(data: Data, spe: int, key: jax.Array, step: jax.Array, x_train: ja
     return x, y
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, data: Data,
-                    spe: int) -> Callable:
+def make_train_step(
+    model: nn.Module, tx: optax.GradientTransformation, data: Data, spe: int
+) -> Callable:
     """``train_step(state, key, step, x_train, y_train) -> (state, loss)``: one SGD step.
 
     Batch norm in training mode (batch statistics, running averages updated). Pure: jit or
@@ -108,8 +114,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, data: Da
         x, y = minibatch(data, spe, key, step, x_train, y_train)
 
         def loss_fn(params):
-            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                          train=True, mutable=["batch_stats"])
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+            )
             return cross_entropy(logits, y), updates.get("batch_stats", {})
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -120,9 +130,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, data: Da
     return train_step
 
 
-def run_steps(step_fn: Callable, state: TrainState, key: jax.Array, args: tuple, start: int,
-              stops: Sequence[int], on_stop: Callable[[int, TrainState], None],
-              name: str) -> TrainState:
+def run_steps(
+    step_fn: Callable,
+    state: TrainState,
+    key: jax.Array,
+    args: tuple,
+    start: int,
+    stops: Sequence[int],
+    on_stop: Callable[[int, TrainState], None],
+    name: str,
+) -> TrainState:
     """Run ``step_fn(state, key, step, *args)`` from ``start`` through each of ``stops``.
 
     ``args`` are the on-device arrays every step reads (``x_train, y_train``, ...).
@@ -141,7 +158,8 @@ def run_steps(step_fn: Callable, state: TrainState, key: jax.Array, args: tuple,
             raise Diverged(
                 f"{name}: training loss is {np.asarray(loss)} at step {step}; the run diverged. "
                 "Lower the learning rate (or raise the batch size) in the parameter file, then "
-                "run the same command again.")
+                "run the same command again."
+            )
         on_stop(step, state)
     return state
 
@@ -151,18 +169,24 @@ def logits_fn(model: nn.Module) -> Callable:
     return lambda variables, x: model.apply(variables, x, train=False)
 
 
-def evaluate(model: nn.Module, variables: dict, x: jax.Array, y: jax.Array,
-             batch_size: int) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, variables: dict, x: jax.Array, y: jax.Array, batch_size: int
+) -> tuple[float, float]:
     """Error R(w; S) (fraction of wrong arg-max) and mean cross-entropy on (x, y)."""
     logits = predict(model, variables, x, batch_size)
     return float(jnp.mean(jnp.argmax(logits, -1) != y)), float(cross_entropy(logits, y))
 
 
-_apply_eval = jax.jit(lambda model, variables, x: model.apply(variables, x, train=False),
-                      static_argnums=0)
+_apply_eval = jax.jit(
+    lambda model, variables, x: model.apply(variables, x, train=False), static_argnums=0
+)
 
 
 def predict(model: nn.Module, variables: dict, x: jax.Array, batch_size: int) -> jax.Array:
     """Logits (n, K) of ``x`` (n, ...) in evaluation mode, ``batch_size`` at a time."""
-    return jnp.concatenate([_apply_eval(model, variables, x[i:i + batch_size])
-                            for i in range(0, x.shape[0], batch_size)])
+    return jnp.concatenate(
+        [
+            _apply_eval(model, variables, x[i : i + batch_size])
+            for i in range(0, x.shape[0], batch_size)
+        ]
+    )

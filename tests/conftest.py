@@ -15,8 +15,9 @@ def tiny_section() -> dict:
     section = yaml.safe_load((ROOT / "params" / "fort-fig2.yaml").read_text())["quick"]
     section["data"].update(batch_size=32, eval_batch=512)
     section["model"].update(depth=8, width=0.25)
-    section["parent"].update(epochs=2, lr_drops=[1.5],
-                             snapshots=[{"every": 0.5, "until": 1}, {"every": 1, "until": 2}])
+    section["parent"].update(
+        epochs=2, lr_drops=[1.5], snapshots=[{"every": 0.5, "until": 1}, {"every": 1, "until": 2}]
+    )
     section["children"].update(spawn_epochs=[0, 1])
     section["measure"].update(probe_size=8, ntk_block=4, bn_examples=256)
     section["claims"].update(late_epoch=1)
@@ -34,8 +35,9 @@ def write_tiny(directory: Path, name: str = "tiny-fig", **edits) -> Path:
         node[last] = value
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"notebook": "fort_integrated_view", "quick": section,
-                                    "paper": section}))
+    path.write_text(
+        yaml.safe_dump({"notebook": "fort_integrated_view", "quick": section, "paper": section})
+    )
     return path
 
 
@@ -44,7 +46,10 @@ def tiny_env(tmp_path, monkeypatch):
     """A params dir with one tiny figure, and empty runs/results dirs, via the env vars."""
     params_dir = tmp_path / "params"
     write_tiny(params_dir)
-    for var, sub in (("NTKPAPER_PARAMS", "params"), ("NTKPAPER_RUNS", "runs"),
-                     ("NTKPAPER_RESULTS", "results")):
+    for var, sub in (
+        ("NTKPAPER_PARAMS", "params"),
+        ("NTKPAPER_RUNS", "runs"),
+        ("NTKPAPER_RESULTS", "results"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     return tmp_path

@@ -157,7 +157,9 @@ def test_offline_missing_archive(tmp_path, monkeypatch):
     msg = str(e.value)
     expected = tmp_path / "store" / "cifar-100-binary.tar.gz"
     assert "cifar100" in msg and str(expected) in msg
-    assert "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz" in msg and "NTKPAPER_DATA" in msg
+    assert (
+        "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz" in msg and "NTKPAPER_DATA" in msg
+    )
     assert not expected.exists() and not list((tmp_path / "store").glob("*.part"))
 
 
@@ -194,7 +196,12 @@ def test_unknown_name():
 
 def test_digits():
     ds = data.load("digits")
-    assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_test.shape == (data.DIGITS_TEST_SIZE, 8, 8, 1)
+    assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_test.shape == (
+        data.DIGITS_TEST_SIZE,
+        8,
+        8,
+        1,
+    )
     assert ds.y_train.shape == (1437,) and ds.y_test.shape == (360,)
     assert ds.num_classes == 10 and ds.y_train.dtype == jnp.int32
     assert set(np.unique(ds.y_train)) == set(range(10))

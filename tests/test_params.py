@@ -93,8 +93,14 @@ def test_load_all_unknown_profile():
 
 def test_params_imports_no_jax():
     code = "import sys, ntkpaper.params; print('jax' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                         text=True, env={"PYTHONPATH": str(REPO), "PATH": ""}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+        check=True,
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -111,6 +117,7 @@ def setp(*path_and_value):
         for k in path[:-1]:
             node = node[k]
         node[path[-1]] = value
+
     return change
 
 
@@ -120,83 +127,177 @@ def delp(*path):
         for k in path[:-1]:
             node = node[k]
         del node[path[-1]]
+
     return change
 
 
 MALFORMED = [
     ("unknown-top-level", setp("profiles", {"x": 1}), "profiles", ["unknown key"]),
-    ("unknown-in-section", setp("quick", "parent", "foo", 1), "quick.parent.foo",
-     ["unknown key"]),
-    ("unknown-section", setp("quick", "optimizer", {"lr": 0.1}), "quick.optimizer",
-     ["unknown key"]),
-    ("unknown-in-segment", setp("quick", "parent", "snapshots",
-                                [{"every": 0.2, "until": 2, "start": 0}]),
-     "quick.parent.snapshots[0].start", ["unknown key"]),
+    ("unknown-in-section", setp("quick", "parent", "foo", 1), "quick.parent.foo", ["unknown key"]),
+    (
+        "unknown-section",
+        setp("quick", "optimizer", {"lr": 0.1}),
+        "quick.optimizer",
+        ["unknown key"],
+    ),
+    (
+        "unknown-in-segment",
+        setp("quick", "parent", "snapshots", [{"every": 0.2, "until": 2, "start": 0}]),
+        "quick.parent.snapshots[0].start",
+        ["unknown key"],
+    ),
     ("missing-key", delp("quick", "parent", "lr"), "quick.parent.lr", ["missing"]),
     ("missing-section", delp("quick", "measure"), "quick.measure", ["missing"]),
-    ("missing-in-segment", setp("quick", "parent", "snapshots", [{"every": 1}]),
-     "quick.parent.snapshots[0].until", ["missing"]),
-    ("string-for-number", setp("quick", "parent", "lr", "0.1x"), "quick.parent.lr",
-     ["expected a number", "0.1x"]),
-    ("bool-for-number", setp("quick", "parent", "lr", True), "quick.parent.lr",
-     ["expected a number"]),
-    ("bool-for-integer", setp("quick", "data", "batch_size", True), "quick.data.batch_size",
-     ["expected an integer"]),
-    ("float-for-integer", setp("quick", "model", "depth", 20.5), "quick.model.depth",
-     ["expected an integer"]),
-    ("nan", setp("quick", "parent", "lr", float("nan")), "quick.parent.lr",
-     ["expected a number"]),
-    ("inf", setp("quick", "parent", "epochs", float("inf")), "quick.parent.epochs",
-     ["expected a number"]),
-    ("string-for-bool", setp("quick", "data", "augment", "yes"), "quick.data.augment",
-     ["true or false"]),
+    (
+        "missing-in-segment",
+        setp("quick", "parent", "snapshots", [{"every": 1}]),
+        "quick.parent.snapshots[0].until",
+        ["missing"],
+    ),
+    (
+        "string-for-number",
+        setp("quick", "parent", "lr", "0.1x"),
+        "quick.parent.lr",
+        ["expected a number", "0.1x"],
+    ),
+    (
+        "bool-for-number",
+        setp("quick", "parent", "lr", True),
+        "quick.parent.lr",
+        ["expected a number"],
+    ),
+    (
+        "bool-for-integer",
+        setp("quick", "data", "batch_size", True),
+        "quick.data.batch_size",
+        ["expected an integer"],
+    ),
+    (
+        "float-for-integer",
+        setp("quick", "model", "depth", 20.5),
+        "quick.model.depth",
+        ["expected an integer"],
+    ),
+    ("nan", setp("quick", "parent", "lr", float("nan")), "quick.parent.lr", ["expected a number"]),
+    (
+        "inf",
+        setp("quick", "parent", "epochs", float("inf")),
+        "quick.parent.epochs",
+        ["expected a number"],
+    ),
+    (
+        "string-for-bool",
+        setp("quick", "data", "augment", "yes"),
+        "quick.data.augment",
+        ["true or false"],
+    ),
     ("lr-negative", setp("quick", "parent", "lr", -0.1), "quick.parent.lr", ["> 0", "-0.1"]),
     ("lr-zero", setp("quick", "parent", "lr", 0), "quick.parent.lr", ["> 0"]),
-    ("momentum-one", setp("quick", "parent", "momentum", 1.0), "quick.parent.momentum",
-     ["< 1"]),
-    ("momentum-negative", setp("quick", "parent", "momentum", -0.5), "quick.parent.momentum",
-     [">= 0"]),
-    ("lr-decay-above-one", setp("quick", "parent", "lr_decay", 1.5), "quick.parent.lr_decay",
-     ["<= 1"]),
-    ("barrier-points-one", setp("quick", "measure", "barrier_points", 1),
-     "quick.measure.barrier_points", [">= 2"]),
-    ("n-children-one", setp("quick", "children", "n_children", 1),
-     "quick.children.n_children", [">= 2"]),
-    ("lr-drops-scalar", setp("quick", "parent", "lr_drops", 80), "quick.parent.lr_drops",
-     ["expected a list of epochs", "80"]),
-    ("lr-drops-item-negative", setp("quick", "parent", "lr_drops", [4, -1]),
-     "quick.parent.lr_drops[1]", [">= 0"]),
-    ("lr-drops-item-string", setp("quick", "parent", "lr_drops", [4, "six"]),
-     "quick.parent.lr_drops[1]", ["expected a number"]),
-    ("segment-every-zero", setp("quick", "parent", "snapshots",
-                                [{"every": 0.2, "until": 2}, {"every": 0, "until": 8}]),
-     "quick.parent.snapshots[1].every", ["> 0"]),
-    ("snapshots-not-segments", setp("quick", "parent", "snapshots", [1, 2]),
-     "quick.parent.snapshots[0]", ["expected"]),
-    ("bad-dataset", setp("quick", "data", "dataset", "mnist"), "quick.data.dataset",
-     ["'digits'", "'cifar10'", "'cifar100'", "mnist"]),
-    ("bad-model", setp("quick", "model", "name", "vgg"), "quick.model.name",
-     ["'resnet'", "'mlp'"]),
-    ("bad-bn-stats", setp("quick", "measure", "bn_stats", "average"),
-     "quick.measure.bn_stats", ["'recompute'", "'interpolate'"]),
+    ("momentum-one", setp("quick", "parent", "momentum", 1.0), "quick.parent.momentum", ["< 1"]),
+    (
+        "momentum-negative",
+        setp("quick", "parent", "momentum", -0.5),
+        "quick.parent.momentum",
+        [">= 0"],
+    ),
+    (
+        "lr-decay-above-one",
+        setp("quick", "parent", "lr_decay", 1.5),
+        "quick.parent.lr_decay",
+        ["<= 1"],
+    ),
+    (
+        "barrier-points-one",
+        setp("quick", "measure", "barrier_points", 1),
+        "quick.measure.barrier_points",
+        [">= 2"],
+    ),
+    (
+        "n-children-one",
+        setp("quick", "children", "n_children", 1),
+        "quick.children.n_children",
+        [">= 2"],
+    ),
+    (
+        "lr-drops-scalar",
+        setp("quick", "parent", "lr_drops", 80),
+        "quick.parent.lr_drops",
+        ["expected a list of epochs", "80"],
+    ),
+    (
+        "lr-drops-item-negative",
+        setp("quick", "parent", "lr_drops", [4, -1]),
+        "quick.parent.lr_drops[1]",
+        [">= 0"],
+    ),
+    (
+        "lr-drops-item-string",
+        setp("quick", "parent", "lr_drops", [4, "six"]),
+        "quick.parent.lr_drops[1]",
+        ["expected a number"],
+    ),
+    (
+        "segment-every-zero",
+        setp(
+            "quick", "parent", "snapshots", [{"every": 0.2, "until": 2}, {"every": 0, "until": 8}]
+        ),
+        "quick.parent.snapshots[1].every",
+        ["> 0"],
+    ),
+    (
+        "snapshots-not-segments",
+        setp("quick", "parent", "snapshots", [1, 2]),
+        "quick.parent.snapshots[0]",
+        ["expected"],
+    ),
+    (
+        "bad-dataset",
+        setp("quick", "data", "dataset", "mnist"),
+        "quick.data.dataset",
+        ["'digits'", "'cifar10'", "'cifar100'", "mnist"],
+    ),
+    ("bad-model", setp("quick", "model", "name", "vgg"), "quick.model.name", ["'resnet'", "'mlp'"]),
+    (
+        "bad-bn-stats",
+        setp("quick", "measure", "bn_stats", "average"),
+        "quick.measure.bn_stats",
+        ["'recompute'", "'interpolate'"],
+    ),
     ("section-not-mapping", setp("quick", "parent", 5), "quick.parent", ["expected", "5"]),
     ("profile-not-mapping", setp("quick", [1, 2]), "quick", ["expected a mapping"]),
-    ("spawn-off-schedule", setp("quick", "children", "spawn_epochs", [0, 0.4, 0.5, 2]),
-     "quick.children.spawn_epochs[2]", ["snapshot schedule", "0.5"]),
-    ("spawn-past-schedule", setp("quick", "children", "spawn_epochs", [0, 9]),
-     "quick.children.spawn_epochs[1]", ["snapshot schedule"]),
-    ("spawn-at-end", setp("quick", "children", "spawn_epochs", [0, 1, 8]),
-     "quick.children.spawn_epochs[2]", ["parent.epochs", "8"]),
-    ("wrong-notebook", setp("notebook", "fort_integrated_veiw"), "notebook",
-     ["fort_integrated_view", "fort_integrated_veiw"]),
+    (
+        "spawn-off-schedule",
+        setp("quick", "children", "spawn_epochs", [0, 0.4, 0.5, 2]),
+        "quick.children.spawn_epochs[2]",
+        ["snapshot schedule", "0.5"],
+    ),
+    (
+        "spawn-past-schedule",
+        setp("quick", "children", "spawn_epochs", [0, 9]),
+        "quick.children.spawn_epochs[1]",
+        ["snapshot schedule"],
+    ),
+    (
+        "spawn-at-end",
+        setp("quick", "children", "spawn_epochs", [0, 1, 8]),
+        "quick.children.spawn_epochs[2]",
+        ["parent.epochs", "8"],
+    ),
+    (
+        "wrong-notebook",
+        setp("notebook", "fort_integrated_veiw"),
+        "notebook",
+        ["fort_integrated_view", "fort_integrated_veiw"],
+    ),
     ("missing-notebook", delp("notebook"), "notebook", []),
     ("missing-profile", delp("quick"), "quick", ["missing"]),
     ("null-profile", setp("quick", None), "quick", ["expected a mapping"]),
 ]
 
 
-@pytest.mark.parametrize("change,key,fragments", [m[1:] for m in MALFORMED],
-                         ids=[m[0] for m in MALFORMED])
+@pytest.mark.parametrize(
+    "change,key,fragments", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
 def test_malformed_is_refused(tmp_path, change, key, fragments):
     raw = base()
     change(raw)
@@ -228,8 +329,9 @@ def test_invalid_yaml(tmp_path):
         assert BROKEN_NAME in msg and "YAML" in msg, msg
 
 
-@pytest.mark.parametrize("text", ["- 1\n- 2\n", "just a string\n", "42\n", ""],
-                         ids=["list", "string", "number", "empty"])
+@pytest.mark.parametrize(
+    "text", ["- 1\n- 2\n", "just a string\n", "42\n", ""], ids=["list", "string", "number", "empty"]
+)
 def test_non_mapping_file(tmp_path, text):
     path = tmp_path / BROKEN_NAME
     path.write_text(text)
@@ -272,7 +374,7 @@ def test_one_bad_file_among_good_ones(tmp_path):
 
 def test_huge_integer_is_a_params_error(tmp_path):
     raw = base()
-    raw["quick"]["parent"]["seed"] = 10 ** 400
+    raw["quick"]["parent"]["seed"] = 10**400
     msg = refusal(write(tmp_path, raw))
     assert f"{BROKEN_NAME}: quick.parent.seed: " in msg
 
@@ -417,8 +519,9 @@ def test_from_dict_inverts_as_dict(profile):
     assert params.from_dict(params.Train, d) == view.parent
     assert params.from_dict(type(view), params.as_dict(view)) == view
     # The stored form is plain JSON: key survives the round trip.
-    assert params.content_key(params.as_dict(params.from_dict(params.Train, d))) == \
-        params.content_key(d)
+    assert params.content_key(
+        params.as_dict(params.from_dict(params.Train, d))
+    ) == params.content_key(d)
 
 
 def test_from_dict_refuses_bad_spec():

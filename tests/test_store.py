@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -88,8 +87,11 @@ def test_overwrite_replaces_content(tmp_path):
     assert os.listdir(tmp_path) == ["a.npz"]
 
 
-@pytest.mark.parametrize("bad", [np.array([1, "a", None], dtype=object),
-                                 np.array([{"a": 1}], dtype=object)], ids=["mixed", "dict"])
+@pytest.mark.parametrize(
+    "bad",
+    [np.array([1, "a", None], dtype=object), np.array([{"a": 1}], dtype=object)],
+    ids=["mixed", "dict"],
+)
 def test_object_arrays_refused(tmp_path, bad):
     path = tmp_path / "a.npz"
     with pytest.raises(TypeError):
@@ -112,8 +114,11 @@ def distinctive() -> np.ndarray:
 
 
 def saved(tmp_path: Path) -> tuple[Path, dict]:
-    arrays = {"weights": distinctive(), "other": np.arange(50, dtype=np.float64),
-              "names": np.array(["a", "b"])}
+    arrays = {
+        "weights": distinctive(),
+        "other": np.arange(50, dtype=np.float64),
+        "names": np.array(["a", "b"]),
+    }
     path = tmp_path / "entry.npz"
     store.save_arrays(path, arrays)
     assert_same(store.load_arrays(path), arrays)
@@ -179,7 +184,7 @@ def test_checksum_covers_names_dtypes_shapes(tmp_path, change):
     a = arrays["a"]
     forged = {
         "dtype": {"a": a.view(np.float32), "b": arrays["b"]},  # same bytes, other dtype
-        "shape": {"a": a.reshape(4, 3), "b": arrays["b"]},     # same bytes, other shape
+        "shape": {"a": a.reshape(4, 3), "b": arrays["b"]},  # same bytes, other shape
         "rename": {"c": a, "b": arrays["b"]},
         "drop": {"a": a},
         "add": {**arrays, "extra": np.zeros(1)},
@@ -276,8 +281,10 @@ def test_write_goes_through_temp_in_same_directory(tmp_path, monkeypatch):
 def test_tree_round_trip_nested_dict_with_tuples(tmp_path):
     import jax
 
-    tree = {"a": (np.arange(3, dtype=np.int32), {"b": np.ones((2, 2), np.float32)}),
-            "c": {"d": (np.array(1.5), np.array([True, False])), "e": np.array(["x", "yz"])}}
+    tree = {
+        "a": (np.arange(3, dtype=np.int32), {"b": np.ones((2, 2), np.float32)}),
+        "c": {"d": (np.array(1.5), np.array([True, False])), "e": np.array(["x", "yz"])},
+    }
     arrays = store.tree_arrays(tree, "state")
     assert len(arrays) == len(jax.tree_util.tree_leaves(tree)) == 5
     assert all(k.startswith("state/") for k in arrays)
@@ -297,8 +304,10 @@ def test_tree_round_trip_optax_state(tmp_path):
     import jax.numpy as jnp
     import optax
 
-    params = {"dense": {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.array([1.0, 2.0, 3.0])},
-              "scale": jnp.array(0.5)}
+    params = {
+        "dense": {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.array([1.0, 2.0, 3.0])},
+        "scale": jnp.array(0.5),
+    }
     opt = optax.sgd(0.1, momentum=0.9)
     state = opt.init(params)
     grads = jax.tree_util.tree_map(lambda p: p * 0.1 + 1.0, params)
@@ -316,8 +325,7 @@ def test_tree_round_trip_optax_state(tmp_path):
     assert jax.tree_util.tree_structure(back_state) == jax.tree_util.tree_structure(state)
     for got, want in zip(jax.tree_util.tree_leaves(back_state), jax.tree_util.tree_leaves(state)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    for got, want in zip(jax.tree_util.tree_leaves(back_params),
-                         jax.tree_util.tree_leaves(params)):
+    for got, want in zip(jax.tree_util.tree_leaves(back_params), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     # The restored state is usable and continues exactly like the original.
     u1, _ = opt.update(grads, state, params)
@@ -355,10 +363,17 @@ def test_manifest_marks_run_complete(tmp_path, monkeypatch):
     files = ["snap_000.npz", "metrics.npz"]
     store.write_manifest(kind, key, spec, files)
     assert store.is_complete(kind, key)
-    assert store.read_json(store.manifest_path(kind, key)) == \
-        {"kind": kind, "key": key, "spec": spec, "files": files}
-    assert sorted(os.listdir(store.run_dir(kind, key))) == \
-        ["manifest.json", "snap_000.npz", "spec.json"]  # no temporary files
+    assert store.read_json(store.manifest_path(kind, key)) == {
+        "kind": kind,
+        "key": key,
+        "spec": spec,
+        "files": files,
+    }
+    assert sorted(os.listdir(store.run_dir(kind, key))) == [
+        "manifest.json",
+        "snap_000.npz",
+        "spec.json",
+    ]  # no temporary files
     # Other runs are unaffected.
     assert not store.is_complete(kind, "fedcba9876543210")
     assert not store.is_complete("child", key)
@@ -381,8 +396,11 @@ def test_json_round_trip(tmp_path):
     assert json.loads(path.read_text()) == obj
 
 
-@pytest.mark.parametrize("text", ['{"kind": "parent", "key": ', "", "not json", "{'a': 1}"],
-                         ids=["truncated", "empty", "words", "single-quotes"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"kind": "parent", "key": ', "", "not json", "{'a': 1}"],
+    ids=["truncated", "empty", "words", "single-quotes"],
+)
 def test_read_json_broken(tmp_path, text):
     path = tmp_path / "manifest.json"
     path.write_text(text)
@@ -405,9 +423,14 @@ def test_read_json_binary_garbage(tmp_path):
 
 def test_save_tables_csv(tmp_path):
     barrier = pd.DataFrame(
-        {"spawn_epoch": [0.0, 0.4, 1.0, 2.0], "barrier": [0.31, 1 / 3, 0.0125, -0.0],
-         "n": [2, 2, 2, 2], "label": ["a", "b c", "d,e", "f"]},
-        index=pd.Index([10, 20, 30, 40], name="row"))
+        {
+            "spawn_epoch": [0.0, 0.4, 1.0, 2.0],
+            "barrier": [0.31, 1 / 3, 0.0125, -0.0],
+            "n": [2, 2, 2, 2],
+            "label": ["a", "b c", "d,e", "f"],
+        },
+        index=pd.Index([10, 20, 30, 40], name="row"),
+    )
     ntk = pd.DataFrame({"epoch": np.arange(5) * 0.2, "distance": np.linspace(0, 1, 5) ** 2})
     out = tmp_path / "results" / "quick" / "fort-fig2"
     paths = store.save_tables(out, {"barrier": barrier, "ntk": ntk})

@@ -43,14 +43,24 @@ def test_vmapped_children_equal_children_trained_one_by_one(tiny_env):
         for a, b in zip(jax.tree.leaves(spawn.unstack(states, j)), jax.tree.leaves(singles[j])):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # children with their own data order do move apart
-    d01 = sum(float(jnp.sum((a - b) ** 2)) for a, b in
-              zip(jax.tree.leaves(singles[0].params), jax.tree.leaves(singles[1].params)))
+    d01 = sum(
+        float(jnp.sum((a - b) ** 2))
+        for a, b in zip(jax.tree.leaves(singles[0].params), jax.tree.leaves(singles[1].params))
+    )
     assert d01 > 0
 
 
 def test_learning_rate_schedule_drops_at_the_given_epochs():
-    train = P.Train(seed=0, epochs=3, lr=0.5, momentum=0.0, weight_decay=0.0,
-                    lr_drops=(1.0, 2.0), lr_decay=0.1, snapshots=(P.Segment(1, 3),))
+    train = P.Train(
+        seed=0,
+        epochs=3,
+        lr=0.5,
+        momentum=0.0,
+        weight_decay=0.0,
+        lr_drops=(1.0, 2.0),
+        lr_decay=0.1,
+        snapshots=(P.Segment(1, 3),),
+    )
     tx = T.optimizer(train, spe=4)
     params = {"w": jnp.zeros(())}
     state = tx.init(params)
@@ -62,8 +72,16 @@ def test_learning_rate_schedule_drops_at_the_given_epochs():
 
 
 def test_weight_decay_and_momentum_follow_sgd():
-    train = P.Train(seed=0, epochs=1, lr=0.1, momentum=0.9, weight_decay=0.01, lr_drops=(),
-                    lr_decay=1.0, snapshots=(P.Segment(1, 1),))
+    train = P.Train(
+        seed=0,
+        epochs=1,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.01,
+        lr_drops=(),
+        lr_decay=1.0,
+        snapshots=(P.Segment(1, 1),),
+    )
     tx = T.optimizer(train, spe=10)
     w, g = jnp.array(2.0), jnp.array(0.5)
     state, trace, x = tx.init({"w": w}), 0.0, 2.0
@@ -80,13 +98,26 @@ def test_diverging_run_stops_with_a_message(tiny_env):
     state = state.replace(params=jax.tree.map(lambda a: a * jnp.nan, state.params))
     step = jax.jit(T.make_train_step(s.model, s.tx, s.data_params, s.spe))
     with pytest.raises(T.Diverged, match="parent run X: training loss is nan.*Lower the learning"):
-        T.run_steps(step, state, jax.random.PRNGKey(1), (s.dataset.x_train, s.dataset.y_train),
-                    0, [3], lambda *_: None, "parent run X")
+        T.run_steps(
+            step,
+            state,
+            jax.random.PRNGKey(1),
+            (s.dataset.x_train, s.dataset.y_train),
+            0,
+            [3],
+            lambda *_: None,
+            "parent run X",
+        )
 
 
 def _cli(key: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ntkpaper", "run", key], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ntkpaper", "run", key],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _kill_after(proc: subprocess.Popen, path_glob, directory, count: int) -> None:
@@ -137,7 +168,9 @@ def test_parent_and_children_killed_resume_to_the_same_numbers(tiny_env, monkeyp
         assert resumed.keys() == clean.keys()
         for f in clean:
             for name in clean[f]:
-                np.testing.assert_array_equal(resumed[f][name], clean[f][name], err_msg=f"{f}:{name}")
+                np.testing.assert_array_equal(
+                    resumed[f][name], clean[f][name], err_msg=f"{f}:{name}"
+                )
 
 
 def test_corrupted_snapshot_is_reported_not_loaded(tiny_env):

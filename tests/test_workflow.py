@@ -16,9 +16,23 @@ pytestmark = pytest.mark.workflow
 
 
 def snakemake(cwd, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-                           "-d", str(cwd), "--cores", "2", *args], capture_output=True,
-                          text=True, env=dict(os.environ))
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(cwd),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
 
 
 def planned(cwd) -> dict[str, int]:
@@ -39,8 +53,13 @@ def test_workflow_builds_caches_and_refuses_bad_params(tiny_env):
     first = snakemake(tiny_env)
     assert first.returncode == 0, first.stderr[-3000:]
     out = tiny_env / "results" / "quick" / "tiny-fig"
-    for name in ("tiny-fig.pdf", "tiny-fig.png", "tiny-fig.ipynb", "claims.csv",
-                 *(f"panel_{p}.csv" for p in "ABCDE")):
+    for name in (
+        "tiny-fig.pdf",
+        "tiny-fig.png",
+        "tiny-fig.ipynb",
+        "claims.csv",
+        *(f"panel_{p}.csv" for p in "ABCDE"),
+    ):
         assert (out / name).stat().st_size > 0, name
     b = pd.read_csv(out / "panel_B.csv")
     assert list(b.spawn_epoch) == [0.0, 1.0]
