@@ -69,8 +69,8 @@ def heatmap(ax, epoch: np.ndarray, matrix: np.ndarray, label: str, marks: Sequen
     """
     im = ax.imshow(matrix, origin="lower", cmap="viridis", interpolation="nearest")
     ticks = np.unique(np.linspace(0, len(epoch) - 1, min(6, len(epoch))).round().astype(int))
-    ax.set_xticks(ticks, [f"{epoch[i]:g}" for i in ticks])
-    ax.set_yticks(ticks, [f"{epoch[i]:g}" for i in ticks])
+    ax.set_xticks(ticks, [f"{epoch[i]:.3g}" for i in ticks])
+    ax.set_yticks(ticks, [f"{epoch[i]:.3g}" for i in ticks])
     for m in marks:
         i = np.interp(m, epoch, np.arange(len(epoch)))
         ax.axvline(i, ls="--", color="w", lw=1)

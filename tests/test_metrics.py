@@ -90,7 +90,9 @@ def test_kernel_distance_random_pair_matches_numpy():
     rng = np.random.default_rng(1)
     for shape in [(5, 5), (4, 3, 2, 2)]:
         a, b = rng.normal(size=shape) + 0.5, rng.normal(size=shape)
-        got = float(metrics.kernel_distance(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)))
+        got = float(
+            metrics.kernel_distance(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+        )
         want = np_kernel_distance(a, b)
         assert abs(want) > 0.05  # a non-trivial value
         assert abs(got - want) <= 1e-5
@@ -103,8 +105,11 @@ def test_kernel_distance_matrix_equals_pairwise():
     got = np.asarray(metrics.kernel_distance_matrix(jnp.asarray(stack, jnp.float32)))
     assert got.shape == (4, 4)
     for i, j in itertools.product(range(4), repeat=2):
-        pair = float(metrics.kernel_distance(jnp.asarray(stack[i], jnp.float32),
-                                             jnp.asarray(stack[j], jnp.float32)))
+        pair = float(
+            metrics.kernel_distance(
+                jnp.asarray(stack[i], jnp.float32), jnp.asarray(stack[j], jnp.float32)
+            )
+        )
         assert abs(got[i, j] - pair) <= 1e-5
         assert abs(got[i, j] - np_kernel_distance(stack[i], stack[j])) <= 1e-5
     assert abs(got[0, 1]) <= 1e-5
@@ -115,10 +120,15 @@ def test_kernel_distance_matrix_equals_pairwise():
 
 def hand_mlp(bias0, kernel0=((1.0, 0.0), (0.0, 1.0))):
     """MLP(1, (2,)) whose hidden pre-activations are x @ kernel0 + bias0."""
-    return {"params": {
-        "Dense_0": {"kernel": jnp.asarray(kernel0, jnp.float32),
-                    "bias": jnp.asarray(bias0, jnp.float32)},
-        "Dense_1": {"kernel": jnp.array([[1.0], [-1.0]]), "bias": jnp.array([0.3])}}}
+    return {
+        "params": {
+            "Dense_0": {
+                "kernel": jnp.asarray(kernel0, jnp.float32),
+                "bias": jnp.asarray(bias0, jnp.float32),
+            },
+            "Dense_1": {"kernel": jnp.array([[1.0], [-1.0]]), "bias": jnp.array([0.3])},
+        }
+    }
 
 
 X_SIGNS = jnp.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
@@ -141,8 +151,9 @@ def test_relu_patterns_and_distance_by_hand():
     np.testing.assert_array_equal(p3, want3)
     assert abs(float(metrics.relu_distance(jnp.asarray(p1), jnp.asarray(p3))) - 0.25) <= 1e-7
     # unit 1 negated as well: six of eight entries differ from p1
-    p4 = np.asarray(metrics.relu_patterns(
-        model, hand_mlp([1.5, 0.0], ((1.0, 0.0), (0.0, -1.0))), X_SIGNS))
+    p4 = np.asarray(
+        metrics.relu_patterns(model, hand_mlp([1.5, 0.0], ((1.0, 0.0), (0.0, -1.0))), X_SIGNS)
+    )
     np.testing.assert_array_equal(p4, np.array([[1, 0], [1, 1], [1, 0], [1, 1]], bool))
     assert abs(float(metrics.relu_distance(jnp.asarray(p1), jnp.asarray(p4))) - 0.75) <= 1e-7
 
@@ -156,16 +167,24 @@ def test_relu_patterns_resnet_counts_every_spatial_unit(resnet_bn_case):
     assert p.shape == (n, 1152) and p.dtype == bool
     assert 0 < p.mean() < 1
     # the stem's units by hand, evaluation mode: relu(BN(conv(x))) > 0 with stored statistics
-    conv = np.asarray(jax.lax.conv_general_dilated(
-        x, v["params"]["Conv_0"]["kernel"], (1, 1), "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC")), np.float64)
+    conv = np.asarray(
+        jax.lax.conv_general_dilated(
+            x,
+            v["params"]["Conv_0"]["kernel"],
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        ),
+        np.float64,
+    )
     bn, st = v["params"]["Norm_0"]["BatchNorm_0"], v["batch_stats"]["Norm_0"]["BatchNorm_0"]
-    pre = (conv - np.asarray(st["mean"])) / np.sqrt(np.asarray(st["var"]) + 1e-5) \
-        * np.asarray(bn["scale"]) + np.asarray(bn["bias"])
+    pre = (conv - np.asarray(st["mean"])) / np.sqrt(np.asarray(st["var"]) + 1e-5) * np.asarray(
+        bn["scale"]
+    ) + np.asarray(bn["bias"])
     assert np.min(np.abs(pre)) > 1e-5  # no near-zero unit whose sign rounding could decide
     stem = (pre > 0).reshape(n, -1)
     # the stem's units appear as one contiguous run of 256 columns, in (H, W, C) order
-    runs = [s for s in range(0, 1152 - 255) if np.array_equal(p[:, s:s + 256], stem)]
+    runs = [s for s in range(0, 1152 - 255) if np.array_equal(p[:, s : s + 256], stem)]
     assert runs, "stem ReLU pattern not found among the pattern columns"
 
 
@@ -211,8 +230,11 @@ def test_function_distance_random_matches_brute_force(k):
     n = 200
     l1, l2 = rng.normal(size=(n, k)), rng.normal(size=(n, k))
     y = rng.integers(0, k, n)
-    got = float(metrics.function_distance(jnp.asarray(l1, jnp.float32), jnp.asarray(l2, jnp.float32),
-                                          jnp.asarray(y)))
+    got = float(
+        metrics.function_distance(
+            jnp.asarray(l1, jnp.float32), jnp.asarray(l2, jnp.float32), jnp.asarray(y)
+        )
+    )
     want = np_function_distance(l1, l2, y)
     assert abs(got - want) <= 1e-5 * abs(want)
     # independent random classifiers: close to chance, d ~ 1
@@ -226,8 +248,11 @@ def test_function_distance_correlated_errors_below_one():
     l2 = l1.copy()
     l2[:10] = np.roll(l2[:10], 1, axis=1)
     y = rng.integers(0, 4, 100)
-    got = float(metrics.function_distance(jnp.asarray(l1, jnp.float32), jnp.asarray(l2, jnp.float32),
-                                          jnp.asarray(y)))
+    got = float(
+        metrics.function_distance(
+            jnp.asarray(l1, jnp.float32), jnp.asarray(l2, jnp.float32), jnp.asarray(y)
+        )
+    )
     assert abs(got - np_function_distance(l1, l2, y)) <= 1e-5
     assert got < 0.5
 
@@ -267,9 +292,13 @@ def conv_inputs_of_every_bn(x, v) -> dict:
     a block: Conv_0 -> Norm_0, Conv_1 -> Norm_1), so the input of .../Norm_i/BatchNorm_0 is
     the captured output of .../Conv_i.
     """
-    _, state = RESNET.apply(v, x, train=True, mutable=["batch_stats", "intermediates"],
-                            capture_intermediates=lambda mdl, method: isinstance(mdl, nn.Conv)
-                            and method == "__call__")
+    _, state = RESNET.apply(
+        v,
+        x,
+        train=True,
+        mutable=["batch_stats", "intermediates"],
+        capture_intermediates=lambda mdl, method: isinstance(mdl, nn.Conv) and method == "__call__",
+    )
     inter = state["intermediates"]
     out = {}
     for path, _ in jax.tree_util.tree_leaves_with_path(v["batch_stats"]):
@@ -291,8 +320,13 @@ def test_recompute_batch_stats_first_layer_by_hand(resnet_bn_case):
     x, v = resnet_bn_case
     n = x.shape[0]
     assert "bias" not in v["params"]["Conv_0"]  # BN ResNet: the stem conv has no bias
-    conv = jax.lax.conv_general_dilated(x, v["params"]["Conv_0"]["kernel"], (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    conv = jax.lax.conv_general_dilated(
+        x,
+        v["params"]["Conv_0"]["kernel"],
+        (1, 1),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     whole = metrics.recompute_batch_stats(RESNET, v["params"], v["batch_stats"], x, n)
     mean, var = np_bn_stats(conv)
     got = whole["Norm_0"]["BatchNorm_0"]
@@ -300,7 +334,7 @@ def test_recompute_batch_stats_first_layer_by_hand(resnet_bn_case):
     np.testing.assert_allclose(got["var"], var, rtol=1e-4, atol=1e-5)
     # batch size n/2: the average of the two half-batch statistics (not the whole-set ones)
     half = metrics.recompute_batch_stats(RESNET, v["params"], v["batch_stats"], x, n // 2)
-    (m1, v1), (m2, v2) = np_bn_stats(conv[: n // 2]), np_bn_stats(conv[n // 2:])
+    (m1, v1), (m2, v2) = np_bn_stats(conv[: n // 2]), np_bn_stats(conv[n // 2 :])
     got = half["Norm_0"]["BatchNorm_0"]
     np.testing.assert_allclose(got["mean"], (m1 + m2) / 2, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["var"], (v1 + v2) / 2, rtol=1e-4, atol=1e-5)
@@ -311,15 +345,17 @@ def test_recompute_batch_stats_every_layer(resnet_bn_case):
     # every BN layer: statistics of its input in a train-mode pass, per half batch, averaged
     x, v = resnet_bn_case
     n = x.shape[0]
-    halves = [conv_inputs_of_every_bn(x[: n // 2], v), conv_inputs_of_every_bn(x[n // 2:], v)]
+    halves = [conv_inputs_of_every_bn(x[: n // 2], v), conv_inputs_of_every_bn(x[n // 2 :], v)]
     assert len(halves[0]) == 7  # stem + 2 per block, 3 blocks
     got = metrics.recompute_batch_stats(RESNET, v["params"], v["batch_stats"], x, n // 2)
     for keys in halves[0]:
         (m1, v1), (m2, v2) = np_bn_stats(halves[0][keys]), np_bn_stats(halves[1][keys])
-        np.testing.assert_allclose(get(got, keys)["mean"], (m1 + m2) / 2, rtol=1e-4, atol=1e-5,
-                                   err_msg=str(keys))
-        np.testing.assert_allclose(get(got, keys)["var"], (v1 + v2) / 2, rtol=1e-4, atol=1e-5,
-                                   err_msg=str(keys))
+        np.testing.assert_allclose(
+            get(got, keys)["mean"], (m1 + m2) / 2, rtol=1e-4, atol=1e-5, err_msg=str(keys)
+        )
+        np.testing.assert_allclose(
+            get(got, keys)["var"], (v1 + v2) / 2, rtol=1e-4, atol=1e-5, err_msg=str(keys)
+        )
 
 
 def test_recompute_batch_stats_without_batch_norm_returns_input():
@@ -340,8 +376,9 @@ def test_error_barrier_of_network_with_itself_is_zero(resnet_bn_case, bn_stats):
     rng = np.random.default_rng(11)
     x = jnp.asarray(rng.normal(size=(8, 8, 8, 1)), jnp.float32)
     y = jnp.asarray(rng.integers(0, K, 8))
-    out = metrics.error_barrier(RESNET, v, v, {"test": (x, y)}, points=3, bn_stats=bn_stats,
-                                bn_x=x_train, batch_size=8)
+    out = metrics.error_barrier(
+        RESNET, v, v, {"test": (x, y)}, points=3, bn_stats=bn_stats, bn_x=x_train, batch_size=8
+    )
     e = np.asarray(out["error_test"])
     assert e.shape == (3,)
     np.testing.assert_allclose(out["alpha"], [0.0, 0.5, 1.0])
@@ -356,10 +393,16 @@ def test_error_barrier_of_network_with_itself_is_zero(resnet_bn_case, bn_stats):
 def mlp_pair():
     rng = np.random.default_rng(12)
     model = models.MLP(num_classes=K, hidden=(8,))
-    sets = {"test": (jnp.asarray(rng.normal(size=(40, 4)), jnp.float32),
-                     jnp.asarray(rng.integers(0, K, 40))),
-            "train": (jnp.asarray(rng.normal(size=(30, 4)), jnp.float32),
-                      jnp.asarray(rng.integers(0, K, 30)))}
+    sets = {
+        "test": (
+            jnp.asarray(rng.normal(size=(40, 4)), jnp.float32),
+            jnp.asarray(rng.integers(0, K, 40)),
+        ),
+        "train": (
+            jnp.asarray(rng.normal(size=(30, 4)), jnp.float32),
+            jnp.asarray(rng.integers(0, K, 30)),
+        ),
+    }
     v1 = numpy_variables(model, sets["test"][0], rng)
     v2 = numpy_variables(model, sets["test"][0], rng)
     assert v1["batch_stats"] == {}
@@ -370,15 +413,19 @@ def mlp_pair():
 def test_error_barrier_mlp_matches_dense_loop(mlp_pair, bn_stats):
     model, v1, v2, sets = mlp_pair
     points = 7
-    out = metrics.error_barrier(model, v1, v2, sets, points=points, bn_stats=bn_stats,
-                                bn_x=sets["train"][0], batch_size=16)
+    out = metrics.error_barrier(
+        model, v1, v2, sets, points=points, bn_stats=bn_stats, bn_x=sets["train"][0], batch_size=16
+    )
     alphas = np.linspace(0, 1, points)
     np.testing.assert_allclose(out["alpha"], alphas, atol=0)
     for name, (x, y) in sets.items():
         brute = []
         for a in alphas:  # w_a = a w + (1 - a) w', in float32 as the package computes it
-            pa = jax.tree.map(lambda p, q: np.float32(a) * np.asarray(p)
-                              + np.float32(1 - a) * np.asarray(q), v1["params"], v2["params"])
+            pa = jax.tree.map(
+                lambda p, q: np.float32(a) * np.asarray(p) + np.float32(1 - a) * np.asarray(q),
+                v1["params"],
+                v2["params"],
+            )
             brute.append(np_error(model.apply({"params": pa}, x), y))
         brute = np.array(brute)
         curve = np.asarray(out[f"error_{name}"])
@@ -387,7 +434,51 @@ def test_error_barrier_mlp_matches_dense_loop(mlp_pair, bn_stats):
         # the package's mean) means the same count of errors at every alpha
         np.testing.assert_allclose(curve, brute, rtol=0, atol=1e-6)
         assert abs(curve[-1] - np_error(model.apply(v1, x), y)) <= 1e-6  # a = 1: w
-        assert abs(curve[0] - np_error(model.apply(v2, x), y)) <= 1e-6   # a = 0: w'
+        assert abs(curve[0] - np_error(model.apply(v2, x), y)) <= 1e-6  # a = 0: w'
         want_barrier = brute.max() - (brute[0] + brute[-1]) / 2
         assert abs(float(out[f"barrier_{name}"]) - want_barrier) <= 1e-6
     assert np.ptp(np.asarray(out["error_test"])) > 0  # the curve is not flat: a real check
+
+
+@pytest.mark.parametrize("bn_stats", ["recompute", "interpolate"])
+def test_error_barrier_resnet_two_networks_matches_dense_loop(resnet_bn_case, bn_stats):
+    # two different BN networks: at each alpha, params interpolated by hand and the running
+    # statistics either interpolated by hand or recomputed by hand (numpy mean/var of every
+    # BN input in a train-mode pass over bn_x, one batch of 8)
+    x_train, v1 = resnet_bn_case
+    rng = np.random.default_rng(13)
+    v2 = numpy_variables(RESNET, x_train, rng)
+    x = jnp.asarray(rng.normal(size=(8, 8, 8, 1)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, K, 8))
+    points = 3
+    out = metrics.error_barrier(
+        RESNET,
+        v1,
+        v2,
+        {"test": (x, y)},
+        points=points,
+        bn_stats=bn_stats,
+        bn_x=x_train,
+        batch_size=8,
+    )
+    lerp = lambda a, t1, t2: jax.tree.map(  # noqa: E731
+        lambda p, q: jnp.asarray(np.float32(a) * np.asarray(p) + np.float32(1 - a) * np.asarray(q)),
+        t1,
+        t2,
+    )
+    brute = []
+    for a in np.linspace(0, 1, points):
+        params = lerp(a, v1["params"], v2["params"])
+        stats = lerp(a, v1["batch_stats"], v2["batch_stats"])
+        if bn_stats == "recompute":
+            inputs = conv_inputs_of_every_bn(x_train, {"params": params, "batch_stats": stats})
+            for keys, act in inputs.items():
+                m, s2 = np_bn_stats(act)
+                get(stats, keys[:-1])[keys[-1]] = {
+                    "mean": jnp.asarray(m, jnp.float32),
+                    "var": jnp.asarray(s2, jnp.float32),
+                }
+        brute.append(np_error(RESNET.apply({"params": params, "batch_stats": stats}, x), y))
+    brute = np.array(brute)
+    np.testing.assert_allclose(out["error_test"], brute, rtol=0, atol=1e-6)
+    assert abs(float(out["barrier_test"]) - (brute.max() - (brute[0] + brute[-1]) / 2)) <= 1e-6

@@ -107,6 +107,7 @@ def dense_jacobian(g):
     One jitted vector-Jacobian product per row with a one-hot cotangent (a plain
     reverse pass over the whole batch; far cheaper to compile on CPU than jax.jacrev).
     """
+
     @jax.jit
     def row(w, x, e, kw):
         _, vjp = jax.vjp(lambda w: g(w, x, **kw).reshape(-1), w)
@@ -129,7 +130,7 @@ def brute_force_full(jac_fn, params, x1, x2, k, **kw) -> np.ndarray:
     flat, _ = ravel_pytree(params)
     n1, n2 = x1.shape[0], x2.shape[0]
     j = np.asarray(jac_fn(flat, jnp.concatenate([x1, x2]), **kw), np.float64)
-    j1, j2 = j[: n1 * k], j[n1 * k:]
+    j1, j2 = j[: n1 * k], j[n1 * k :]
     assert j2.shape[0] == n2 * k
     return (j1 @ j2.T).reshape(n1, k, n2, k).transpose(0, 2, 1, 3)
 
@@ -190,7 +191,8 @@ def resnet_case():
     # f(params, x, batch_stats) exactly as ntkpaper.runs.logits_with_stats builds it; one
     # object for the whole module so that the jitted Jacobian is compiled once per shape
     f = lambda params, x, batch_stats: model.apply(  # noqa: E731
-        {"params": params, "batch_stats": batch_stats}, x, train=False)
+        {"params": params, "batch_stats": batch_stats}, x, train=False
+    )
     _, unravel = ravel_pytree(params)
     jac_fn = dense_jacobian(lambda w, x, batch_stats: f(unravel(w), x, batch_stats))
     return f, params, stats, x1, x2, jac_fn
@@ -199,8 +201,10 @@ def resnet_case():
 @pytest.fixture(scope="module")
 def resnet_brute(resnet_case):
     f, params, stats, x1, x2, jac_fn = resnet_case
-    return {"11": brute_force_full(jac_fn, params, x1, x1, K_RES, batch_stats=stats),
-            "12": brute_force_full(jac_fn, params, x1, x2, K_RES, batch_stats=stats)}
+    return {
+        "11": brute_force_full(jac_fn, params, x1, x1, K_RES, batch_stats=stats),
+        "12": brute_force_full(jac_fn, params, x1, x2, K_RES, batch_stats=stats),
+    }
 
 
 def test_resnet_brute_force_is_sane(resnet_brute):
@@ -259,5 +263,6 @@ def test_resnet_kernel_uses_the_passed_batch_stats(resnet_case, resnet_brute):
     other = jax.tree.map(lambda s: 0.5 * s + 0.7, stats)
     got = empirical_ntk(f, params, x1, None, (), None, batch_stats=other)
     assert rel_err(got, resnet_brute["11"]) > 100 * RTOL_F32
-    assert rel_err(got, brute_force_full(jac_fn, params, x1, x1, K_RES, batch_stats=other)) \
-        <= RTOL_F32
+    assert (
+        rel_err(got, brute_force_full(jac_fn, params, x1, x1, K_RES, batch_stats=other)) <= RTOL_F32
+    )

@@ -52,7 +52,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -138,12 +137,20 @@ def side_python() -> Path:
         start = time.monotonic()
         with log.open("w") as out:
             for cmd in steps:
-                done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=side_env(),
-                                      timeout=3600, check=False)
+                done = subprocess.run(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=side_env(),
+                    timeout=3600,
+                    check=False,
+                )
                 if done.returncode:
                     tail = "\n".join(log.read_text().splitlines()[-30:])
                     pytest.fail(f"building the oracle venv failed at {cmd} (log: {log}):\n{tail}")
-        marker.write_text(f"{REQUIREMENTS.read_text()}\n# built in {time.monotonic() - start:.0f} s\n")
+        marker.write_text(
+            f"{REQUIREMENTS.read_text()}\n# built in {time.monotonic() - start:.0f} s\n"
+        )
     return python
 
 
@@ -152,8 +159,10 @@ def side_python() -> Path:
 
 def named_leaves(tree) -> dict[str, np.ndarray]:
     """{"BasicBlock_0/Conv_0/kernel": float32 array, ...} of a flax variable collection."""
-    return {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(a, np.float32)
-            for path, a in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(a, np.float32)
+        for path, a in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def build(name: str):
@@ -175,8 +184,12 @@ def build(name: str):
         # One training-mode pass on shifted, scaled inputs: running statistics away from
         # the defaults (mean 0, var 1), so the evaluation-mode BN is not the identity.
         xb = 0.5 + 2.0 * jax.random.normal(k_bn, (64, 8, 8, 1))
-        _, state = model.apply({"params": p0, "batch_stats": variables["batch_stats"]}, xb,
-                               train=True, mutable=["batch_stats"])
+        _, state = model.apply(
+            {"params": p0, "batch_stats": variables["batch_stats"]},
+            xb,
+            train=True,
+            mutable=["batch_stats"],
+        )
         kwargs = {"batch_stats": state["batch_stats"]}
         stats = named_leaves(kwargs["batch_stats"])
         assert max(np.abs(v - (k.endswith("/var"))).max() for k, v in stats.items()) > 0.05
@@ -186,8 +199,13 @@ def build(name: str):
 
     leaves, treedef = jax.tree.flatten(p0)
     keys = jax.random.split(k_p1, len(leaves))
-    p1 = jax.tree.unflatten(treedef, [w + PERTURBATION * jax.random.normal(k, w.shape, w.dtype)
-                                      for w, k in zip(leaves, keys, strict=True)])
+    p1 = jax.tree.unflatten(
+        treedef,
+        [
+            w + PERTURBATION * jax.random.normal(k, w.shape, w.dtype)
+            for w, k in zip(leaves, keys, strict=True)
+        ],
+    )
     return f, kwargs, p0, p1, x1, x2
 
 
@@ -233,20 +251,32 @@ def oracle(tmp_path_factory):
     directory = tmp_path_factory.mktemp("oracle")
     path_in, path_out = directory / "ntkpaper.npz", directory / "neural_tangents.npz"
     np.savez(path_in, **record)
-    done = subprocess.run([str(python), str(SIDE), str(path_in), str(path_out)],
-                          capture_output=True, text=True, env=side_env(), timeout=600, check=False)
+    done = subprocess.run(
+        [str(python), str(SIDE), str(path_in), str(path_out)],
+        capture_output=True,
+        text=True,
+        env=side_env(),
+        timeout=600,
+        check=False,
+    )
     if done.returncode:
-        pytest.fail(f"tests/oracle/side.py failed ({done.returncode}):\n{done.stdout}\n"
-                    f"{done.stderr[-5000:]}")
+        pytest.fail(
+            f"tests/oracle/side.py failed ({done.returncode}):\n{done.stdout}\n"
+            f"{done.stderr[-5000:]}"
+        )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     with np.load(path_out, allow_pickle=False) as data:
-        theirs = {m: {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith(f"{m}:")}
-                  for m in MODELS}
+        theirs = {
+            m: {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith(f"{m}:")}
+            for m in MODELS
+        }
     yield {"ours": ours, "theirs": theirs, "report": report}
     if ERRORS:
         width = max(map(len, ERRORS))
-        print("\nrelative errors, ntkpaper vs neural-tangents 0.6.5 (tolerance "
-              f"{TOL:g}; guard {GUARD_TOL:g}):")
+        print(
+            "\nrelative errors, ntkpaper vs neural-tangents 0.6.5 (tolerance "
+            f"{TOL:g}; guard {GUARD_TOL:g}):"
+        )
         for k, v in ERRORS.items():
             print(f"  {k:<{width}}  {v:.2e}")
 
@@ -278,12 +308,16 @@ def test_trace_convention_is_the_mean_over_logits(oracle, model, impl):
     That is ntkpaper's documented convention; a traced kernel K times too large (a sum)
     fails here by name, before any value is compared.
     """
-    traced, full = oracle["theirs"][model][f"ntk_traced:{impl}"], oracle["theirs"][model][
-        f"ntk_full:{impl}"]
+    traced, full = (
+        oracle["theirs"][model][f"ntk_traced:{impl}"],
+        oracle["theirs"][model][f"ntk_full:{impl}"],
+    )
     diagonal_sum = np.trace(full, axis1=2, axis2=3)
     if rel_err(traced, diagonal_sum) <= TOL:
-        pytest.fail(f"neural-tangents {impl} traces the logit axis by a SUM, ntkpaper "
-                    "documents a mean: the traced kernels differ by a factor K")
+        pytest.fail(
+            f"neural-tangents {impl} traces the logit axis by a SUM, ntkpaper "
+            "documents a mean: the traced kernels differ by a factor K"
+        )
     assert rel_err(traced, diagonal_sum / K) <= TOL
     ours = oracle["ours"][model]
     assert rel_err(ours["ntk_traced"], np.trace(ours["ntk_full"], axis1=2, axis2=3) / K) <= TOL

@@ -81,8 +81,9 @@ def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
 
 def conv3x3(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """flax nn.Conv((3, 3), strides=stride, padding="SAME", use_bias=False): NHWC, HWIO."""
-    return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        x, kernel, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def batch_norm(x: jax.Array, params: dict, stats: dict) -> jax.Array:
@@ -138,7 +139,7 @@ def load_model(data, m: str):
 
     def group(tag: str) -> dict:
         prefix = f"{m}:{tag}:"
-        return unflatten({k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)})
+        return unflatten({k[len(prefix) :]: data[k] for k in data.files if k.startswith(prefix)})
 
     x1 = jnp.asarray(data[f"{m}:x1"], jnp.float32)
     x2 = jnp.asarray(data[f"{m}:x2"], jnp.float32)
@@ -150,14 +151,21 @@ def load_model(data, m: str):
 def main(path_in: str, path_out: str) -> None:
     data = np.load(path_in, allow_pickle=False)
     out: dict[str, np.ndarray] = {}
-    report: dict = {"jax": jax.__version__, "neural_tangents": nt.__version__,
-                    "implementations": list(IMPLEMENTATIONS), "guard": {}}
+    report: dict = {
+        "jax": jax.__version__,
+        "neural_tangents": nt.__version__,
+        "implementations": list(IMPLEMENTATIONS),
+        "guard": {},
+    }
     for m in MODELS:
         f, kw, p0, p1, x1, x2 = load_model(data, m)
 
         # Guard: this rewrite is the project's network, at both parameter points.
-        errors = {f"{p}:{x}": rel_err(f(params, xs, **kw), data[f"{m}:logits:{p}:{x}"])
-                  for p, params in (("p0", p0), ("p1", p1)) for x, xs in (("x1", x1), ("x2", x2))}
+        errors = {
+            f"{p}:{x}": rel_err(f(params, xs, **kw), data[f"{m}:logits:{p}:{x}"])
+            for p, params in (("p0", p0), ("p1", p1))
+            for x, xs in (("x1", x1), ("x2", x2))
+        }
         report["guard"][m] = errors
         if max(errors.values()) > GUARD_TOL:
             print(json.dumps(report))
