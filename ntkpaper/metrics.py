@@ -70,7 +70,8 @@ def function_distance(logits1: jax.Array, logits2: jax.Array, y: jax.Array) -> j
     p1, p2 = jnp.argmax(logits1, -1), jnp.argmax(logits2, -1)
     e1, e2 = jnp.mean(p1 != y), jnp.mean(p2 != y)
     z = e1 + e2 - e1 * e2 * k / (k - 1)
-    return jnp.mean(p1 != p2) / z
+    disagreement = jnp.mean(p1 != p2)
+    return jnp.where(disagreement == 0, 0.0, disagreement / jnp.where(z == 0, 1.0, z))
 
 
 def weight_distance(w1: PyTree, w2: PyTree) -> tuple[jax.Array, jax.Array]:
@@ -98,8 +99,9 @@ def recompute_batch_stats(
 ) -> PyTree:
     """Batch-norm running statistics recomputed on ``x`` for weights ``params``.
 
-    Mean over minibatches of ``x`` of each batch's mean and variance (the cumulative average
-    of PyTorch's ``momentum=None``); ``batch_stats`` gives the structure. Empty without BN.
+    Mean over the whole minibatches of ``x`` (a remainder of fewer than ``batch_size``
+    examples is left out) of each batch's mean and (biased, as Flax keeps it) variance;
+    ``batch_stats`` gives the structure. Returned unchanged (empty) without batch norm.
     """
     if not jax.tree.leaves(batch_stats):
         return batch_stats
@@ -119,10 +121,10 @@ def error_barrier(
     v1: dict,
     v2: dict,
     sets: dict[str, tuple],
+    bn_x: jax.Array,
+    batch_size: int,
     points: int = 21,
     bn_stats: Literal["recompute", "interpolate"] = "recompute",
-    bn_x: jax.Array | None = None,
-    batch_size: int = 1,
 ) -> dict:
     """Error barrier on the linear path between two networks (Fort et al. 2020, section 2).
 

@@ -346,10 +346,10 @@ def run_children_measure(job: Job) -> None:
         vs[0],
         vs[1],
         {"test": (ds.x_test, ds.y_test), "train": (ds.x_train, ds.y_train)},
-        job.spec["barrier_points"],
-        job.spec["bn_stats"],
-        bn_x,
-        eb,
+        bn_x=bn_x,
+        batch_size=eb,
+        points=job.spec["barrier_points"],
+        bn_stats=job.spec["bn_stats"],
     )
     logits = [train_lib.predict(s.model, v, ds.x_test, eb) for v in vs]
     w_dist, w_rel = metrics.weight_distance(vs[0]["params"], vs[1]["params"])

@@ -56,6 +56,31 @@ def resnet_bn_case():
     return x, v
 
 
+def fast_jit(fn):
+    """``fn`` compiled with XLA's backend optimisations off, one compile per input shape.
+
+    Eager ResNet passes (one small compile per op) or optimised compiles cost seconds each
+    on a small CPU. Used for the tests' reference passes, and to run the pure function
+    ``metrics.relu_patterns`` on the ResNet under jit.
+    """
+    compiled = {}
+
+    def call(*args):
+        key = (jax.tree.structure(args), tuple((a.shape, a.dtype) for a in jax.tree.leaves(args)))
+        if key not in compiled:
+            compiled[key] = (
+                jax.jit(fn)
+                .lower(*args)
+                .compile(compiler_options={"xla_backend_optimization_level": 0})
+            )
+        return compiled[key](*args)
+
+    return call
+
+
+resnet_eval = fast_jit(lambda v, x: RESNET.apply(v, x, train=False))
+
+
 def np_error(logits, y) -> float:
     return float(np.mean(np.argmax(np.asarray(logits), -1) != np.asarray(y)))
 
@@ -163,7 +188,7 @@ def test_relu_patterns_resnet_counts_every_spatial_unit(resnet_bn_case):
     # ReLUs: stem (8*8*4) + 2 per block: 2*8*8*4 + 2*4*4*8 + 2*2*2*16 = 256 + 512 + 256 + 128
     x, v = resnet_bn_case
     n = x.shape[0]
-    p = np.asarray(metrics.relu_patterns(RESNET, v, x))
+    p = np.asarray(fast_jit(lambda v, x: metrics.relu_patterns(RESNET, v, x))(v, x))
     assert p.shape == (n, 1152) and p.dtype == bool
     assert 0 < p.mean() < 1
     # the stem's units by hand, evaluation mode: relu(BN(conv(x))) > 0 with stored statistics
@@ -285,13 +310,8 @@ def np_bn_stats(a):
     return a.mean(axis=(0, 1, 2)), a.var(axis=(0, 1, 2))
 
 
-def conv_inputs_of_every_bn(x, v) -> dict:
-    """Inputs of every BatchNorm in a train-mode pass, keyed by the BN's path.
-
-    Each Norm_i in the ResNet follows Conv_i of the same module (the stem: Conv_0 -> Norm_0;
-    a block: Conv_0 -> Norm_0, Conv_1 -> Norm_1), so the input of .../Norm_i/BatchNorm_0 is
-    the captured output of .../Conv_i.
-    """
+@fast_jit
+def _resnet_train_intermediates(v, x):
     _, state = RESNET.apply(
         v,
         x,
@@ -299,7 +319,17 @@ def conv_inputs_of_every_bn(x, v) -> dict:
         mutable=["batch_stats", "intermediates"],
         capture_intermediates=lambda mdl, method: isinstance(mdl, nn.Conv) and method == "__call__",
     )
-    inter = state["intermediates"]
+    return state["intermediates"]
+
+
+def conv_inputs_of_every_bn(x, v) -> dict:
+    """Inputs of every BatchNorm in a train-mode pass, keyed by the BN's path.
+
+    Each Norm_i in the ResNet follows Conv_i of the same module (the stem: Conv_0 -> Norm_0;
+    a block: Conv_0 -> Norm_0, Conv_1 -> Norm_1), so the input of .../Norm_i/BatchNorm_0 is
+    the captured output of .../Conv_i.
+    """
+    inter = _resnet_train_intermediates(v, x)
     out = {}
     for path, _ in jax.tree_util.tree_leaves_with_path(v["batch_stats"]):
         keys = [p.key for p in path]  # [..., "Norm_i", "BatchNorm_0", "mean"|"var"]
@@ -385,7 +415,7 @@ def test_error_barrier_of_network_with_itself_is_zero(resnet_bn_case, bn_stats):
     assert abs(float(out["barrier_test"])) <= 1e-7
     assert np.all(e == e[0])
     if bn_stats == "interpolate":  # stored statistics: the network's own error (n = 8)
-        own = np_error(RESNET.apply(v, x, train=False), y)
+        own = np_error(resnet_eval(v, x), y)
         np.testing.assert_allclose(e, own, rtol=0, atol=1e-6)
 
 
@@ -414,7 +444,7 @@ def test_error_barrier_mlp_matches_dense_loop(mlp_pair, bn_stats):
     model, v1, v2, sets = mlp_pair
     points = 7
     out = metrics.error_barrier(
-        model, v1, v2, sets, points=points, bn_stats=bn_stats, bn_x=sets["train"][0], batch_size=16
+        model, v1, v2, sets, points=points, bn_stats=bn_stats, bn_x=sets["train"][0], batch_size=10
     )
     alphas = np.linspace(0, 1, points)
     np.testing.assert_allclose(out["alpha"], alphas, atol=0)
@@ -478,7 +508,13 @@ def test_error_barrier_resnet_two_networks_matches_dense_loop(resnet_bn_case, bn
                     "mean": jnp.asarray(m, jnp.float32),
                     "var": jnp.asarray(s2, jnp.float32),
                 }
-        brute.append(np_error(RESNET.apply({"params": params, "batch_stats": stats}, x), y))
+        brute.append(np_error(resnet_eval({"params": params, "batch_stats": stats}, x), y))
     brute = np.array(brute)
     np.testing.assert_allclose(out["error_test"], brute, rtol=0, atol=1e-6)
     assert abs(float(out["barrier_test"]) - (brute.max() - (brute[0] + brute[-1]) / 2)) <= 1e-6
+
+
+def test_function_distance_of_two_perfect_classifiers_is_zero():
+    logits = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    y = jnp.array([0, 1])
+    assert float(metrics.function_distance(logits, logits, y)) == 0.0

@@ -46,12 +46,14 @@ import fcntl
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -82,6 +84,16 @@ NTK_REFERENCE = {
     "ntk_full_blocked": "ntk_full",
     "ntk_traced_self_blocked": "ntk_traced_self",
 }
+# The block loop of empirical_ntk does not depend on the network, and every new block shape
+# costs the ResNet's Jacobian a compilation (seconds on 2 cores): blocks on the MLP only.
+# Kernels of x1 with itself (x2=None) are checked against JACOBIAN_CONTRACTION only.
+NTK_CASES = [
+    (m, q, impl)
+    for m in MODELS
+    for q, ref in NTK_REFERENCE.items()
+    for impl in IMPLEMENTATIONS
+    if (m == "mlp" or "blocked" not in q) and ("self" not in ref or impl == IMPLEMENTATIONS[0])
+]
 EXPANSIONS = ("linearize", "taylor1", "taylor2", "taylor2_term")
 
 ERRORS: dict[str, float] = {}  # test id -> relative error, printed at the end (-s)
@@ -165,59 +177,76 @@ def named_leaves(tree) -> dict[str, np.ndarray]:
     }
 
 
+def init_like(shapes, rng: np.random.Generator):
+    """A parameter point of the shapes of flax's: LeCun-normal kernels, BN scales 1 + 0.1 N,
+    biases 0.1 N (no zero biases, no unit scales: a generic point, not a special one)."""
+
+    def value(path, leaf):
+        name, shape = path[-1].key, leaf.shape
+        if name == "kernel":
+            return rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape)
+        return (name == "scale") + 0.1 * rng.normal(size=shape)  # "scale" or "bias"
+
+    return jax.tree_util.tree_map_with_path(
+        lambda p, leaf: jnp.asarray(value(p, leaf), jnp.float32), shapes
+    )
+
+
 def build(name: str):
-    """(f, kwargs, p0, p1, x1, x2) for ``mlp`` or ``resnet``; f(params, x, **kwargs) -> (n, K)."""
-    k_x1, k_x2, k_init, k_bn, k_p1 = jax.random.split(jax.random.key(20200815), 5)
-    x1 = jax.random.normal(k_x1, (N1, 8, 8, 1))
-    x2 = jax.random.normal(k_x2, (N2, 8, 8, 1))
+    """(f, kwargs, p0, p1, x1, x2) for ``mlp`` or ``resnet``; f(params, x, **kwargs) -> (n, K).
+
+    Random numbers come from numpy, not jax.random: on 2 CPU cores every jax.random call of
+    a new shape compiles for seconds, and flax's ``init`` makes one per parameter leaf.
+    """
+    rng = np.random.default_rng(20200815)
+    x1 = jnp.asarray(rng.normal(size=(N1, 8, 8, 1)), jnp.float32)
+    x2 = jnp.asarray(rng.normal(size=(N2, 8, 8, 1)), jnp.float32)
+    kwargs = {}
     if name == "mlp":
         model = models.MLP(num_classes=K, hidden=(16, 16))
-        p0 = model.init(k_init, x1)["params"]
-        kwargs = {}
 
         def f(params, x):
             return model.apply({"params": params}, x)
     else:
         model = models.ResNet(num_classes=K, depth=8, width=0.25)
-        variables = model.init(k_init, x1)
-        p0 = variables["params"]
-        # One training-mode pass on shifted, scaled inputs: running statistics away from
-        # the defaults (mean 0, var 1), so the evaluation-mode BN is not the identity.
-        xb = 0.5 + 2.0 * jax.random.normal(k_bn, (64, 8, 8, 1))
-        _, state = model.apply(
-            {"params": p0, "batch_stats": variables["batch_stats"]},
-            xb,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        kwargs = {"batch_stats": state["batch_stats"]}
-        stats = named_leaves(kwargs["batch_stats"])
-        assert max(np.abs(v - (k.endswith("/var"))).max() for k, v in stats.items()) > 0.05
 
         def f(params, x, batch_stats):
             return model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
 
-    leaves, treedef = jax.tree.flatten(p0)
-    keys = jax.random.split(k_p1, len(leaves))
-    p1 = jax.tree.unflatten(
-        treedef,
-        [
-            w + PERTURBATION * jax.random.normal(k, w.shape, w.dtype)
-            for w, k in zip(leaves, keys, strict=True)
-        ],
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x1)
+    p0 = init_like(shapes["params"], rng)
+    if name == "resnet":
+        # One training-mode pass on shifted, scaled inputs from the default statistics:
+        # running means and variances away from (0, 1), so evaluation-mode BN is no identity.
+        default = jax.tree_util.tree_map_with_path(
+            lambda p, leaf: jnp.full(leaf.shape, float(p[-1].key == "var"), jnp.float32),
+            shapes["batch_stats"],
+        )
+        xb = jnp.asarray(0.5 + 2.0 * rng.normal(size=(64, 8, 8, 1)), jnp.float32)
+        _, state = model.apply(
+            {"params": p0, "batch_stats": default}, xb, train=True, mutable=["batch_stats"]
+        )
+        kwargs = {"batch_stats": state["batch_stats"]}
+        stats = named_leaves(kwargs["batch_stats"])
+        assert max(np.abs(v - k.endswith("/var")).max() for k, v in stats.items()) > 0.05
+    p1 = jax.tree.map(
+        lambda w: w + jnp.asarray(PERTURBATION * rng.normal(size=w.shape), jnp.float32), p0
     )
     return f, kwargs, p0, p1, x1, x2
 
 
-def ntkpaper_results(f, kwargs, p0, p1, x1, x2) -> dict[str, np.ndarray]:
+def ntkpaper_results(model, f, kwargs, p0, p1, x1, x2) -> dict[str, np.ndarray]:
     out = {
         "ntk_traced": empirical_ntk(f, p0, x1, x2, **kwargs),
         "ntk_full": empirical_ntk(f, p0, x1, x2, trace_axes=(), **kwargs),
         "ntk_traced_self": empirical_ntk(f, p0, x1, **kwargs),
         "ntk_full_self": empirical_ntk(f, p0, x1, trace_axes=(), **kwargs),
-        "ntk_traced_blocked": empirical_ntk(f, p0, x1, x2, block_size=2, **kwargs),
-        "ntk_full_blocked": empirical_ntk(f, p0, x1, x2, trace_axes=(), block_size=2, **kwargs),
-        "ntk_traced_self_blocked": empirical_ntk(f, p0, x1, block_size=2, **kwargs),
+    }
+    if model == "mlp":
+        out["ntk_traced_blocked"] = empirical_ntk(f, p0, x1, x2, block_size=2, **kwargs)
+        out["ntk_full_blocked"] = empirical_ntk(f, p0, x1, x2, (), block_size=2, **kwargs)
+        out["ntk_traced_self_blocked"] = empirical_ntk(f, p0, x1, block_size=2, **kwargs)
+    out |= {
         "linearize": linearize(f, p0)(p1, x1, **kwargs),
         "taylor1": taylor_expand(f, p0, 1)(p1, x1, **kwargs),
         "taylor2": taylor_expand(f, p0, 2)(p1, x1, **kwargs),
@@ -234,48 +263,65 @@ def rel_err(a, ref) -> float:
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
-    """Both sides' results: {"ours": {model: {...}}, "theirs": {model: {...}}, "report": {...}}."""
+    """Both sides' results: {"ours": {model: {...}}, "theirs": {model: {...}}, "report": {...}}.
+
+    ``ntkpaper.npz`` (inputs, parameters, batch statistics, ntkpaper's logits) is written
+    first and side.py starts on it at once, in parallel with ntkpaper's own computations
+    (2 cores: about halves the wall time); ntkpaper's outputs then go to
+    ``ntkpaper_outputs.npz`` beside it, and side.py's to ``neural_tangents.npz``.
+    """
     python = side_python()
-    ours, record = {}, {}
+    start = time.monotonic()
+    directory = tmp_path_factory.mktemp("oracle")
+    path_in, path_out = directory / "ntkpaper.npz", directory / "neural_tangents.npz"
+    cases, record = {}, {}
     for m in MODELS:
-        f, kwargs, p0, p1, x1, x2 = build(m)
-        ours[m] = ntkpaper_results(f, kwargs, p0, p1, x1, x2)
+        f, kwargs, p0, p1, x1, x2 = cases[m] = build(m)
         record[f"{m}:x1"], record[f"{m}:x2"] = np.asarray(x1), np.asarray(x2)
         for tag, tree in (("p0", p0), ("p1", p1), ("bs", kwargs.get("batch_stats", {}))):
             record.update({f"{m}:{tag}:{k}": v for k, v in named_leaves(tree).items()})
         for p_tag, p in (("p0", p0), ("p1", p1)):
             for x_tag, x in (("x1", x1), ("x2", x2)):
                 record[f"{m}:logits:{p_tag}:{x_tag}"] = np.asarray(f(p, x, **kwargs), np.float32)
-        record.update({f"{m}:ntkpaper:{k}": v for k, v in ours[m].items()})
-
-    directory = tmp_path_factory.mktemp("oracle")
-    path_in, path_out = directory / "ntkpaper.npz", directory / "neural_tangents.npz"
     np.savez(path_in, **record)
-    done = subprocess.run(
-        [str(python), str(SIDE), str(path_in), str(path_out)],
-        capture_output=True,
-        text=True,
-        env=side_env(),
-        timeout=600,
-        check=False,
+
+    command = [str(python), str(SIDE), str(path_in), str(path_out)]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=side_env()
+    ) as side:
+        try:
+            ours = {m: ntkpaper_results(m, *cases[m]) for m in MODELS}
+            seconds = {"ntkpaper": time.monotonic() - start}
+            stdout, stderr = side.communicate(timeout=600)
+        finally:
+            if side.poll() is None:
+                side.kill()
+    seconds["side.py"] = time.monotonic() - start
+    cpu = {who: resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)}
+    np.savez(
+        directory / "ntkpaper_outputs.npz",
+        **{f"{m}:{k}": v for m in MODELS for k, v in ours[m].items()},
     )
-    if done.returncode:
-        pytest.fail(
-            f"tests/oracle/side.py failed ({done.returncode}):\n{done.stdout}\n"
-            f"{done.stderr[-5000:]}"
-        )
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if side.returncode:
+        pytest.fail(f"tests/oracle/side.py failed ({side.returncode}):\n{stdout}\n{stderr[-5000:]}")
+    report = json.loads(stdout.strip().splitlines()[-1])
     with np.load(path_out, allow_pickle=False) as data:
         theirs = {
             m: {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith(f"{m}:")}
             for m in MODELS
         }
     yield {"ours": ours, "theirs": theirs, "report": report}
+    print(
+        "\nseconds from the start (env ready): "
+        + ", ".join(f"{k} done at {v:.0f}" for k, v in seconds.items())
+        + "; CPU seconds (pytest, side.py): "
+        + ", ".join(f"{r.ru_utime + r.ru_stime:.0f}" for r in cpu.values())
+    )
     if ERRORS:
         width = max(map(len, ERRORS))
         print(
-            "\nrelative errors, ntkpaper vs neural-tangents 0.6.5 (tolerance "
-            f"{TOL:g}; guard {GUARD_TOL:g}):"
+            f"relative errors, ntkpaper vs neural-tangents (tolerance {TOL:g}; guard "
+            f"{GUARD_TOL:g}):"
         )
         for k, v in ERRORS.items():
             print(f"  {k:<{width}}  {v:.2e}")
@@ -323,9 +369,7 @@ def test_trace_convention_is_the_mean_over_logits(oracle, model, impl):
     assert rel_err(ours["ntk_traced"], np.trace(ours["ntk_full"], axis1=2, axis2=3) / K) <= TOL
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@pytest.mark.parametrize("quantity", NTK_REFERENCE)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "quantity", "impl"), NTK_CASES)
 def test_empirical_ntk_matches_neural_tangents(oracle, model, quantity, impl):
     ours = oracle["ours"][model][quantity]
     theirs = oracle["theirs"][model][f"{NTK_REFERENCE[quantity]}:{impl}"]

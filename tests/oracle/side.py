@@ -175,7 +175,8 @@ def main(path_in: str, path_out: str) -> None:
             for form, axes in (("traced", (-1,)), ("full", ())):
                 ntk_fn = nt.empirical_ntk_fn(f, trace_axes=axes, vmap_axes=0, implementation=code)
                 out[f"{m}:ntk_{form}:{impl}"] = np.asarray(ntk_fn(x1, x2, p0, **kw))
-                out[f"{m}:ntk_{form}_self:{impl}"] = np.asarray(ntk_fn(x1, None, p0, **kw))
+                if impl == "jacobian_contraction":  # x2=None: one reference is enough
+                    out[f"{m}:ntk_{form}_self:{impl}"] = np.asarray(ntk_fn(x1, None, p0, **kw))
 
         f_lin = nt.linearize(f, p0)
         out[f"{m}:linearize"] = np.asarray(f_lin(p1, x1, **kw))
