@@ -20,6 +20,7 @@ from ntkpaper import params
 REPO = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO / "params"
 EXAMPLE = PARAMS_DIR / "fort-fig2.yaml"
+QUICK_EPOCHS = yaml.safe_load(EXAMPLE.read_text())["quick"]["parent"]["epochs"]
 REAL_FILES = sorted(PARAMS_DIR.glob("*.yaml"))
 BROKEN_NAME = "fort-broken-fig.yaml"
 
@@ -256,7 +257,7 @@ MALFORMED = [
         "quick.data.dataset",
         ["'digits'", "'cifar10'", "'cifar100'", "mnist"],
     ),
-    ("bad-model", setp("quick", "model", "name", "vgg"), "quick.model.name", ["'resnet'", "'mlp'"]),
+    ("bad-model", setp("quick", "model", "name", "vgg"), "quick.model.name", ["'resnet'", "'wrn'"]),
     (
         "bad-bn-stats",
         setp("quick", "measure", "bn_stats", "average"),
@@ -279,9 +280,9 @@ MALFORMED = [
     ),
     (
         "spawn-at-end",
-        setp("quick", "children", "spawn_epochs", [0, 1, 8]),
+        setp("quick", "children", "spawn_epochs", [0, 1, QUICK_EPOCHS]),
         "quick.children.spawn_epochs[2]",
-        ["parent.epochs", "8"],
+        ["parent.epochs", str(QUICK_EPOCHS)],
     ),
     (
         "wrong-notebook",
@@ -324,7 +325,7 @@ def test_unmodified_copy_loads(tmp_path):
 
 def test_invalid_yaml(tmp_path):
     path = tmp_path / BROKEN_NAME
-    path.write_text(EXAMPLE.read_text().replace("lr_drops: [4, 6]", "lr_drops: [4, 6"))
+    path.write_text(EXAMPLE.read_text().replace("lr_drops: [", "lr_drops: [[", 1))
     for msg in (refusal(path), refusal_all(tmp_path)):
         assert BROKEN_NAME in msg and "YAML" in msg, msg
 
@@ -444,8 +445,9 @@ def test_snapshot_segments_must_move_forward(tmp_path):
 
 
 def test_snapshot_epochs_of_real_quick_schedule():
-    # quick: every 0.2 up to 2, then every 1 up to 8.
-    expected = [0.0] + [i / 5 for i in range(1, 11)] + [float(e) for e in range(3, 9)]
+    # quick: every 0.2 up to 2, then every 1 up to the end of training.
+    end = int(QUICK_EPOCHS)
+    expected = [0.0] + [i / 5 for i in range(1, 11)] + [float(e) for e in range(3, end + 1)]
     t = params.load_figure(EXAMPLE, "quick").params.parent
     got = t.snapshot_epochs()
     assert len(got) == len(expected) == len(set(got))
