@@ -10,6 +10,7 @@ one linearised step <= 2.5x one ordinary step (issue 4).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -60,6 +61,13 @@ def main() -> None:
             f"train step, {n} children    {tn * 1e3:8.1f} ms   ratio to one model {tn / t1:5.2f}x"
         )
 
+    big = dataclasses.replace(s.data_params, batch_size=4 * s.data_params.batch_size)
+    wide = jax.jit(T.make_train_step(s.model, s.tx, big, s.spe // 4))
+    tw = timed(lambda: wide(state, jax.random.PRNGKey(1), t, ds.x_train, ds.y_train), args.repeats)
+    print(
+        f"one model, 4x the batch    {tw * 1e3:8.1f} ms   ratio to one model {tw / t1:5.2f}x "
+        "(the compute floor for 4 children)"
+    )
     for degree in (1, 2):
         lin = jax.jit(linearize.make_taylor_step(s.model, s.tx, s.data_params, s.spe, degree))
         anchor = state.params
