@@ -35,7 +35,7 @@ def snakemake(workdir: Path, cores: str, figures: tuple[str, ...] = ()) -> float
         "NTKPAPER_RESULTS": str(workdir / "results"),
     }
     start = time.perf_counter()
-    subprocess.run([*cmd, "--cores", cores, "--quiet", *targets], check=True, env=env)
+    subprocess.run([*cmd, *targets, "--cores", cores, "--quiet", "all"], check=True, env=env)
     return time.perf_counter() - start
 
 
