@@ -91,6 +91,13 @@ class Train:
             start = seg.until
         return sorted({round(e, 6) for e in epochs if e <= self.epochs + 1e-9})
 
+    def check_snapshots(self, key: str, epochs: tuple[float, ...]) -> None:
+        """Refuse an epoch (``key[i]``) that is not on this run's snapshot schedule."""
+        snaps = self.snapshot_epochs()
+        for i, e in enumerate(epochs):
+            if not any(abs(e - s) < 1e-6 for s in snaps):
+                raise _error(f"{key}[{i}]", "an epoch of the parent's snapshot schedule", e)
+
     def check(self) -> None:
         for i in range(1, len(self.snapshots)):
             if self.snapshots[i].until <= self.snapshots[i - 1].until:
@@ -142,12 +149,8 @@ class IntegratedView:
     claims: IntegratedClaims = spec("tolerances of the claims table")
 
     def check(self) -> None:
-        snaps = self.parent.snapshot_epochs()
+        self.parent.check_snapshots("children.spawn_epochs", self.children.spawn_epochs)
         for i, e in enumerate(self.children.spawn_epochs):
-            if not any(abs(e - s) < 1e-6 for s in snaps):
-                raise _error(
-                    f"children.spawn_epochs[{i}]", "an epoch of the parent's snapshot schedule", e
-                )
             if e >= self.parent.epochs:
                 raise _error(f"children.spawn_epochs[{i}]", "an epoch before parent.epochs", e)
 
@@ -205,14 +208,8 @@ class KernelLearning:
     claims: KernelClaims = spec("tolerances of the claims table")
 
     def check(self) -> None:
-        snaps = self.parent.snapshot_epochs()
-        for name, epochs in (
-            ("linearised.spawn_epochs", self.linearised.spawn_epochs),
-            ("children.spawn_epochs", self.children.spawn_epochs),
-        ):
-            for i, e in enumerate(epochs):
-                if not any(abs(e - s) < 1e-6 for s in snaps):
-                    raise _error(f"{name}[{i}]", "an epoch of the parent's snapshot schedule", e)
+        self.parent.check_snapshots("linearised.spawn_epochs", self.linearised.spawn_epochs)
+        self.parent.check_snapshots("children.spawn_epochs", self.children.spawn_epochs)
 
 
 NOTEBOOKS: dict[str, type] = {
