@@ -44,7 +44,12 @@ def training_curves(
 
 
 def against_spawn(
-    ax, spawn_epoch: np.ndarray, series: dict[str, np.ndarray], ylabel: str, log_x: bool = True
+    ax,
+    spawn_epoch: np.ndarray,
+    series: dict[str, np.ndarray],
+    ylabel: str,
+    log_x: bool = True,
+    xlabel: str = "spawn epoch",
 ):
     """Panels B and E: a quantity measured on children at the end, against spawn epoch.
 
@@ -56,7 +61,7 @@ def against_spawn(
         ax.set_xscale(
             "symlog", linthresh=max(1e-3, float(np.min(spawn_epoch[spawn_epoch > 0], initial=1.0)))
         )
-    ax.set(xlabel="spawn epoch", ylabel=ylabel)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.legend(fontsize="small")
     return ax
 

@@ -8,6 +8,7 @@ store (open_lth's runner layer).
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -36,6 +37,11 @@ class Setup:
     tx: object
 
     def template(self) -> train_lib.TrainState:
+        """A state of the right structure (stored arrays are poured into it); made once."""
+        return self._template
+
+    @functools.cached_property
+    def _template(self) -> train_lib.TrainState:
         return train_lib.init_state(
             self.model, self.tx, jax.random.PRNGKey(0), self.dataset.x_train[:1]
         )
@@ -316,8 +322,8 @@ def run_parent_measure(job: Job) -> None:
 
 
 def run_children_measure(job: Job) -> None:
-    """Between children 0 and 1 at the end: error barrier (test, train), weight, ReLU,
-    function and kernel distances; and every child's test error."""
+    """Between children 0 and 1 at the end: error barrier (test set; train series on the
+    ``bn_examples`` training examples), weight, ReLU, function and kernel distances."""
     (children,) = job.deps
     (parent,) = children.deps
     s = setup(parent)
@@ -339,13 +345,15 @@ def run_children_measure(job: Job) -> None:
     ]
     probe = probe_indices(ds.x_train.shape[0], job.spec["probe_size"], job.spec["probe_seed"])
     xp = ds.x_train[probe]
-    bn_x = ds.x_train[: job.spec["bn_examples"]]
+    # the train series is measured on the examples that recompute the BN statistics
+    n_bn = job.spec["bn_examples"]
+    bn_x = ds.x_train[:n_bn]
     eb = s.data_params.eval_batch
     barrier = metrics.error_barrier(
         s.model,
         vs[0],
         vs[1],
-        {"test": (ds.x_test, ds.y_test), "train": (ds.x_train, ds.y_train)},
+        {"test": (ds.x_test, ds.y_test), "train": (bn_x, ds.y_train[:n_bn])},
         bn_x=bn_x,
         batch_size=eb,
         points=job.spec["barrier_points"],
