@@ -151,10 +151,10 @@ def kernel_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
     table = pd.DataFrame({"linearised": lin["test_error"][-1], "low_lr": low}, index=t)
     table["baseline"] = baseline
     table["advantage"] = table["linearised"] - table["low_lr"]
-    barrier = {
-        float(runs.measurements(j)["spawn_epoch"]): float(runs.measurements(j)["barrier_test"])
-        for j in r.children_measure
-    }
+    barrier = {}
+    for job in r.children_measure:
+        m = runs.measurements(job)
+        barrier[float(m["spawn_epoch"])] = float(m["barrier_test"])
     table["barrier"] = [barrier.get(float(e), np.nan) for e in t]
     curves = pd.DataFrame(
         lin["test_error"], index=pd.Index(np.round(lin["epoch"], 4), name="epoch"), columns=t
