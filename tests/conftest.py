@@ -53,3 +53,22 @@ def tiny_env(tmp_path, monkeypatch):
     ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     return tmp_path
+
+
+def write_tiny_kernel(directory: Path, name: str = "tiny-kernel") -> Path:
+    """A tiny fort_linearised figure on the same parent as ``write_tiny``'s."""
+    section = tiny_section()
+    section["linearised"] = {
+        "spawn_epochs": [0, 1], "degree": 1, "epochs": 3, "lr": 0.01, "momentum": 0.9,
+        "weight_decay": 0.0, "lr_drops": [], "lr_decay": 1.0, "seed": 2,
+    }  # fmt: skip
+    section["low_lr"] = {"lr": 0.01, "epochs": 1, "n_children": 2, "seed": 3}
+    section["claims"] = {
+        "speedup": 3, "within_epochs": 1, "match_gap": 0.01, "match_fraction": 0.5,
+        "advantage_zero": 0.01, "correlation_min": 0.5,
+    }  # fmt: skip
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        yaml.safe_dump({"notebook": "fort_linearised", "quick": section, "paper": section})
+    )
+    return path

@@ -18,7 +18,7 @@ from ntkpaper import params as P
 from ntkpaper import plan, runs, spawn, store
 from ntkpaper import train as T
 
-from .conftest import ROOT
+from .conftest import ROOT, write_tiny_kernel
 
 
 def tiny_runs():
@@ -137,13 +137,16 @@ def _final(kind: str, key: str) -> dict:
 
 
 @pytest.mark.workflow
-def test_parent_and_children_killed_resume_to_the_same_numbers(tiny_env, monkeypatch):
+def test_parent_children_and_linearised_killed_resume_to_the_same_numbers(tiny_env, monkeypatch):
+    write_tiny_kernel(tiny_env / "params")
     r = tiny_runs()
+    lin = plan.kernel_runs(P.load_all("quick")["tiny-kernel"]).linearised
+    assert lin.deps[0].key == r.parent.key  # same parent, shared
     env = dict(os.environ)
     child = r.children[0]
     # uninterrupted, in a store of its own
     env["NTKPAPER_RUNS"] = str(tiny_env / "clean")
-    for job in (r.parent, child):
+    for job in (r.parent, child, lin):
         assert _cli(job.key, env).wait() == 0
     # killed with SIGKILL after the second parent snapshot, then after the children's first
     # checkpoint; each resumed by the same command
@@ -160,7 +163,13 @@ def test_parent_and_children_killed_resume_to_the_same_numbers(tiny_env, monkeyp
     proc = _cli(child.key, env)
     assert proc.wait() == 0
     assert b"resuming from step" in proc.stdout.read()
-    for kind, key in (("parent", r.parent.key), ("children", child.key)):
+    ldir = store.run_dir("linearised", lin.key)
+    _kill_after(_cli(lin.key, env), "checkpoint.npz", ldir, 1)
+    assert not store.is_complete("linearised", lin.key)
+    proc = _cli(lin.key, env)
+    assert proc.wait() == 0
+    assert b"resuming from step" in proc.stdout.read()
+    for kind, key in (("parent", r.parent.key), ("children", child.key), ("linearised", lin.key)):
         resumed = _final(kind, key)
         monkeypatch.setenv("NTKPAPER_RUNS", str(tiny_env / "clean"))
         clean = _final(kind, key)
