@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 import yaml
 
@@ -72,3 +75,30 @@ def write_tiny_kernel(directory: Path, name: str = "tiny-kernel") -> Path:
         yaml.safe_dump({"notebook": "fort_linearised", "quick": section, "paper": section})
     )
     return path
+
+
+def numpy_variables(model, x, rng: np.random.Generator) -> dict:
+    """Random variables of ``model`` drawn with numpy, shapes from ``jax.eval_shape``.
+
+    (jax.random kernels take seconds each to compile on a small CPU; this keeps the
+    tests fast.) Weights ~ N(0, 2 / fan_in), biases and BN shifts ~ N(0, 0.1^2), BN scales
+    ~ U(0.5, 1.5); running means ~ N(0, 0.5^2) and variances ~ U(0.5, 2).
+    """
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+
+    def draw(path, s):
+        name = path[-1].key
+        if name == "kernel":
+            w = rng.normal(size=s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))
+        elif name == "scale":
+            w = rng.uniform(0.5, 1.5, s.shape)
+        elif name == "var":
+            w = rng.uniform(0.5, 2.0, s.shape)
+        elif name == "mean":
+            w = 0.5 * rng.normal(size=s.shape)
+        else:  # bias
+            w = 0.1 * rng.normal(size=s.shape)
+        return jnp.asarray(w, s.dtype)
+
+    wanted = {c: shapes.get(c, {}) for c in ("params", "batch_stats")}  # not the sown "relu"
+    return jax.tree_util.tree_map_with_path(draw, wanted)

@@ -17,35 +17,10 @@ from jax.flatten_util import ravel_pytree
 
 from ntkpaper import metrics, models
 
+from .conftest import numpy_variables
+
 K = 3  # classes of the small networks
 RESNET = models.ResNet(num_classes=K, depth=8, width=0.25)
-
-
-def numpy_variables(model, x, rng: np.random.Generator) -> dict:
-    """Random variables of ``model`` drawn with numpy, shapes from ``jax.eval_shape``.
-
-    (jax.random kernels take seconds each to compile on a small CPU; this keeps the
-    tests fast.) Weights ~ N(0, 2 / fan_in), biases and BN shifts ~ N(0, 0.1^2), BN scales
-    ~ U(0.5, 1.5); running means ~ N(0, 0.5^2) and variances ~ U(0.5, 2).
-    """
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
-
-    def draw(path, s):
-        name = path[-1].key
-        if name == "kernel":
-            w = rng.normal(size=s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))
-        elif name == "scale":
-            w = rng.uniform(0.5, 1.5, s.shape)
-        elif name == "var":
-            w = rng.uniform(0.5, 2.0, s.shape)
-        elif name == "mean":
-            w = 0.5 * rng.normal(size=s.shape)
-        else:  # bias
-            w = 0.1 * rng.normal(size=s.shape)
-        return jnp.asarray(w, s.dtype)
-
-    wanted = {c: shapes.get(c, {}) for c in ("params", "batch_stats")}  # not the sown "relu"
-    return jax.tree_util.tree_map_with_path(draw, wanted)
 
 
 @pytest.fixture(scope="module")
