@@ -329,20 +329,9 @@ def run_children_measure(job: Job) -> None:
     s = setup(parent)
     ds = s.dataset
     final = store.load_arrays(store.run_dir(children.kind, children.key) / "final.npz")
-    final.pop("test_error", None)
     n = children.spec["n_children"]
-    t = s.template()
-    vs = [
-        {
-            "params": store.tree_from_arrays(
-                t.params, {k: a[i] for k, a in final.items()}, "params"
-            ),
-            "batch_stats": store.tree_from_arrays(
-                t.batch_stats, {k: a[i] for k, a in final.items()}, "batch_stats"
-            ),
-        }
-        for i in range(n)
-    ]
+    # child i's weights and statistics: slice i of every stacked array, read as one network
+    vs = [s.variables({k: a[i] for k, a in final.items()}) for i in range(n)]
     probe = probe_indices(ds.x_train.shape[0], job.spec["probe_size"], job.spec["probe_seed"])
     xp = ds.x_train[probe]
     # the train series is measured on the examples that recompute the BN statistics
