@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 .PHONY: figures test oracle lint clean-results
 
 figures: $(VENV)/.installed
-	$(VENV)/bin/snakemake
+	$(PY) -m ntkpaper figures $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

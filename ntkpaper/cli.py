@@ -1,5 +1,6 @@
-"""Command line: what the Snakefile's rules call.
+"""Command line: the main command, and what the Snakefile's rules call.
 
+python -m ntkpaper figures [snakemake options]  the workflow; resumes after a kill (make figures)
 python -m ntkpaper check --profile quick       validate every parameter file
 python -m ntkpaper run KEY --profile quick     run one cached job (a key of the plan)
 python -m ntkpaper data cifar10                place a dataset in the cache
@@ -26,6 +27,7 @@ def compilation_cache(path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ntkpaper")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("figures", help="run the workflow (snakemake); resumes after a kill")
     check = sub.add_parser("check", help="validate params/*.yaml")
     check.add_argument("--profile", default="quick", choices=P.PROFILES)
     run = sub.add_parser("run", help="run one job of the plan by its key")
@@ -33,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="quick", choices=P.PROFILES)
     data = sub.add_parser("data", help="download, verify and cache a dataset")
     data.add_argument("name")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["figures"]:  # every further option is Snakemake's
+        from ntkpaper import launch
+
+        return launch.main(argv[1:])
     args = parser.parse_args(argv)
 
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -343,12 +344,7 @@ def load_figure(path: str | Path, profile: str) -> Figure:
     """Read and validate one parameter file for one profile; raise ParamsError if malformed."""
     path = Path(path)
     shown = _shown(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{shown}: not valid YAML: {e}") from None
-    except OSError as e:
-        raise ParamsError(f"{shown}: cannot read: {e.strerror}") from None
+    raw = read_yaml(path, shown)
     if not isinstance(raw, dict):
         raise ParamsError(f"{shown}: expected a mapping with keys notebook, quick, paper")
     for k in raw:
@@ -371,6 +367,68 @@ def load_figure(path: str | Path, profile: str) -> Figure:
     except _KeyError as e:
         raise ParamsError(f"{shown}: {e.key}: {e.message}") from None
     return Figure(path.stem, notebook, profile, params, path)
+
+
+MAX_BYTES = 1_000_000
+"""Largest parameter file read (the real ones are about 2 kB); checked before parsing."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases and duplicate keys.
+
+    Parameter files need no anchors: refusing every alias (``*name``) before it is composed
+    makes the "billion laughs" expansion impossible, and a duplicated key would silently
+    drop one of two values.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} (parameter files take no aliases)",
+                event.start_mark,
+            )  # fmt: skip
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path, shown: str | None = None) -> Any:
+    """Parse a parameter file: bounded size, UTF-8, no aliases, no duplicate keys, safe tags.
+
+    Every refusal is a ``ParamsError`` naming the file (``shown``, default ``path``).
+    """
+    shown = shown or str(path)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise ParamsError(f"{shown}: cannot read: {e.strerror}") from None
+    if len(blob) > MAX_BYTES:
+        raise ParamsError(
+            f"{shown}: larger than {MAX_BYTES} bytes; a parameter file is a few kB of YAML"
+        )
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(
+            f"{shown}: not UTF-8 text (invalid byte {blob[e.start]:#04x} at offset {e.start})"
+        ) from None
+    try:
+        stream = io.StringIO(text)
+        stream.name = shown  # YAML's error marks then name the file
+        return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{shown}: not valid YAML: {e}") from None
 
 
 def load_all(profile: str, directory: Path | None = None) -> dict[str, Figure]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import jax
@@ -39,7 +40,9 @@ def write_tiny(directory: Path, name: str = "tiny-fig", **edits) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
     path.write_text(
-        yaml.safe_dump({"notebook": "fort_integrated_view", "quick": section, "paper": section})
+        yaml.safe_dump(
+            {"notebook": "fort_integrated_view", "quick": section, "paper": copy.deepcopy(section)}
+        )
     )
     return path
 
@@ -72,7 +75,9 @@ def write_tiny_kernel(directory: Path, name: str = "tiny-kernel") -> Path:
     }  # fmt: skip
     path = directory / f"{name}.yaml"
     path.write_text(
-        yaml.safe_dump({"notebook": "fort_linearised", "quick": section, "paper": section})
+        yaml.safe_dump(
+            {"notebook": "fort_linearised", "quick": section, "paper": copy.deepcopy(section)}
+        )
     )
     return path
 

@@ -1,10 +1,14 @@
-"""The workflow end to end on a tiny figure: outputs, no-op rerun, minimal reruns, refusal."""
+"""The workflow end to end on a tiny figure: outputs, no-op rerun, minimal reruns, refusal;
+the main command killed and run again as it is."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -90,3 +94,58 @@ def test_two_figures_share_one_parent(tiny_env):
     write_tiny(tiny_env / "params", "tiny-twin", **{"claims.late_epoch": 0.5})
     jobs = planned(tiny_env)
     assert jobs["parent"] == 1 and jobs["children"] == 2 and jobs["figure"] == 2
+
+
+def main_command(cwd: Path) -> subprocess.Popen:
+    """``make figures``'s command in its own process group, as a terminal would start it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ntkpaper", "figures", "--cores", "2"],
+        cwd=cwd,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def result_files(results: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(results)): p.read_bytes() for p in results.rglob("*") if p.is_file()}
+
+
+def test_main_command_killed_resumes_as_it_is_and_refuses_a_second_run(tiny_env, monkeypatch):
+    """SIGKILL the whole main command after the parent's first checkpoints; the same command
+    clears the stale lock and ends with every result file of an uninterrupted run."""
+    monkeypatch.setenv("NTKPAPER_RUNS", str(tiny_env / "clean-runs"))
+    monkeypatch.setenv("NTKPAPER_RESULTS", str(tiny_env / "clean-results"))
+    (tiny_env / "clean").mkdir()
+    clean = main_command(tiny_env / "clean")
+    assert clean.wait() == 0, clean.stdout.read().decode()[-3000:]
+
+    monkeypatch.setenv("NTKPAPER_RUNS", str(tiny_env / "runs"))
+    monkeypatch.setenv("NTKPAPER_RESULTS", str(tiny_env / "results"))
+    first = main_command(tiny_env)
+    deadline = time.time() + 300
+    while len(list((tiny_env / "runs" / "parent").glob("*/snap-*.npz"))) < 2:
+        assert first.poll() is None and time.time() < deadline, first.stdout.read().decode()
+        time.sleep(0.01)
+    second = main_command(tiny_env)  # while the first is live: refused, and harmless
+    out = second.communicate(timeout=60)[0].decode()
+    assert second.returncode != 0 and "another run of the workflow is live" in out, out
+    assert str(first.pid) in out, out
+    assert first.poll() is None
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert any((tiny_env / ".snakemake" / "locks").iterdir())  # what Snakemake left behind
+
+    again = main_command(tiny_env)
+    out = again.communicate(timeout=600)[0].decode()
+    assert again.returncode == 0, out[-3000:]
+    assert "clearing the lock left by a run that was killed" in out
+
+    resumed = result_files(tiny_env / "results" / "quick")
+    uninterrupted = result_files(tiny_env / "clean-results" / "quick")
+    assert resumed.keys() == uninterrupted.keys()
+    data = [name for name in resumed if name.endswith(".csv")]
+    assert len(data) >= 6  # panels A-E and the claims
+    for name in data:  # the numbers, byte for byte; PDF, PNG and notebook carry dates
+        assert resumed[name] == uninterrupted[name], name
