@@ -1,7 +1,8 @@
 # `make figures`: set up .venv from the pinned lock, then regenerate every figure (quick profile).
 # `make test`: set up .venv, then run the test suite. Both are the README's Quick start.
+# PYTHON picks the interpreter (any 3.11+), VENV the environment's folder, ARGS Snakemake options.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: figures test oracle lint clean-results
@@ -20,6 +21,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check ntkpaper tests benchmarks
 
 $(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "error: ntkpaper needs Python 3.11 or later; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." \
+	       "Run make with PYTHON=/path/to/python3.11 (or newer)." >&2; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "error: '$(PYTHON)' lacks venv/ensurepip; on Debian or Ubuntu: apt install python3-venv" >&2; \
+	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock

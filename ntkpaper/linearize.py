@@ -70,7 +70,7 @@ def model_taylor(model, degree: int) -> Callable:
     """``g(params, x, anchor, batch_stats) -> (n, K)``: the Taylor model of a Flax network.
 
     Expanded around ``anchor`` (the parent's weights w~ at t~) with batch norm in evaluation
-    mode and the statistics of w~ (``batch_stats``), as in ../shared/METRICS.md.
+    mode and the statistics of w~ (``batch_stats``), as in docs/measurements.md.
     """
 
     def g(params, x, anchor, batch_stats):

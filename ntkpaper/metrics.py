@@ -1,4 +1,4 @@
-"""Measurements of ../shared/METRICS.md: errors, distances, kernel distance, error barrier.
+"""Measurements of docs/measurements.md: errors, distances, kernel distance, error barrier.
 
 Pure functions of arrays and parameter pytrees; no I/O.
 """

@@ -23,6 +23,7 @@ from ntkpaper import params as P
 from ntkpaper import train as train_lib
 from ntkpaper.ntk import empirical_ntk
 from ntkpaper.plan import Job
+from ntkpaper.store import parent_history, parent_snapshot, snapshot_name
 
 
 @dataclass
@@ -83,10 +84,6 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------------------------
 # Parent
 # ---------------------------------------------------------------------------------------
-
-
-def snapshot_name(step: int) -> str:
-    return f"snap-{step:08d}.npz"
 
 
 def _state_arrays(state: train_lib.TrainState) -> dict:
@@ -162,21 +159,6 @@ def run_parent(job: Job) -> None:
         f"parent run {job.key}",
     )
     store.write_manifest(job.kind, job.key, job.spec, [snapshot_name(st) for st in steps])
-
-
-def parent_history(parent: Job) -> dict:
-    """Errors and losses of the parent at every snapshot: arrays (T,)."""
-    files = store.read_json(store.manifest_path(parent.kind, parent.key))["files"]
-    out = {k: [] for k in ("step", "epoch", "train_error", "train_loss", "test_error", "test_loss")}
-    for f in files:
-        a = store.load_arrays(store.run_dir(parent.kind, parent.key) / f)
-        for k in out:
-            out[k].append(a[k])
-    return {k: np.array(v) for k, v in out.items()}
-
-
-def parent_snapshot(parent: Job, step: int) -> dict:
-    return store.load_arrays(store.run_dir(parent.kind, parent.key) / snapshot_name(step))
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,13 +465,3 @@ def execute(job: Job) -> None:
                 "complete; run the workflow (snakemake) rather than this job alone"
             )
     RUNNERS[job.kind](job)
-
-
-def measurements(job: Job) -> dict:
-    """The ``measure.npz`` of a complete measurement job."""
-    return store.load_arrays(store.run_dir(job.kind, job.key) / "measure.npz")
-
-
-def final(job: Job) -> dict:
-    """The ``final.npz`` of a complete training job (children, linearised)."""
-    return store.load_arrays(store.run_dir(job.kind, job.key) / "final.npz")

@@ -58,13 +58,25 @@ def results_dir(profile: str, figure_id: str = "") -> Path:
     return Path(os.environ.get("NTKPAPER_RESULTS", "results")) / profile / figure_id
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename over ``path``.
+
+    The file gets the mode an ordinary ``open`` would give (0666 less the umask), not
+    ``mkstemp``'s 0600, so a group or a web server serving ``results/`` can read it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -131,6 +143,42 @@ def write_manifest(kind: str, key: str, spec: dict, files: list[str]) -> None:
 
 def is_complete(kind: str, key: str) -> bool:
     return manifest_path(kind, key).exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Readers of complete runs (what views and notebooks read; no training code)
+# ---------------------------------------------------------------------------------------
+
+
+def snapshot_name(step: int) -> str:
+    """File of a parent's snapshot at ``step``."""
+    return f"snap-{step:08d}.npz"
+
+
+def parent_snapshot(parent: Any, step: int) -> dict[str, np.ndarray]:
+    """Arrays of ``parent``'s snapshot at ``step``: state, step, epoch, errors and losses."""
+    return load_arrays(run_dir(parent.kind, parent.key) / snapshot_name(step))
+
+
+def parent_history(parent: Any) -> dict[str, np.ndarray]:
+    """Errors and losses of a complete parent at every snapshot: arrays (T,)."""
+    files = read_json(manifest_path(parent.kind, parent.key))["files"]
+    out = {k: [] for k in ("step", "epoch", "train_error", "train_loss", "test_error", "test_loss")}
+    for f in files:
+        a = load_arrays(run_dir(parent.kind, parent.key) / f)
+        for k in out:
+            out[k].append(a[k])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def measurements(job: Any) -> dict[str, np.ndarray]:
+    """The ``measure.npz`` of a complete measurement job."""
+    return load_arrays(run_dir(job.kind, job.key) / "measure.npz")
+
+
+def final(job: Any) -> dict[str, np.ndarray]:
+    """The ``final.npz`` of a complete training job (children, linearised)."""
+    return load_arrays(run_dir(job.kind, job.key) / "final.npz")
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ntkpaper import params as P
-from ntkpaper import plan, runs
+from ntkpaper import plan, store
 
 
 def load(figure_id: str, profile: str) -> P.Figure:
@@ -43,13 +43,13 @@ def integrated_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
     distance between two children at the end, by spawn epoch.
     """
     r = plan.integrated_runs(fig)
-    pm = runs.measurements(r.parent_measure)
+    pm = store.measurements(r.parent_measure)
     epoch = np.round(pm["epoch"], 4)
     a = pd.DataFrame(
         {k: pm[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
         index=pd.Index(epoch, name="epoch"),
     )
-    cms = [runs.measurements(j) for j in r.children_measure]
+    cms = [store.measurements(j) for j in r.children_measure]
     spawn = pd.Index([float(m["spawn_epoch"]) for m in cms], name="spawn_epoch")
     b = pd.DataFrame(
         {
@@ -144,16 +144,16 @@ def kernel_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
     error barrier. ``curves``: linearised test error by epoch of its training (rows) and t~.
     """
     r = plan.kernel_runs(fig)
-    lin = runs.final(r.linearised)
+    lin = store.final(r.linearised)
     t = pd.Index(np.round(lin["spawn_epoch"], 4), name="t_tilde")
-    low = [float(np.mean(runs.final(j)["test_error"])) for j in r.low_lr]
-    baseline = float(runs.parent_history(r.parent)["test_error"][-1])
+    low = [float(np.mean(store.final(j)["test_error"])) for j in r.low_lr]
+    baseline = float(store.parent_history(r.parent)["test_error"][-1])
     table = pd.DataFrame({"linearised": lin["test_error"][-1], "low_lr": low}, index=t)
     table["baseline"] = baseline
     table["advantage"] = table["linearised"] - table["low_lr"]
     barrier = {}
     for job in r.children_measure:
-        m = runs.measurements(job)
+        m = store.measurements(job)
         barrier[float(m["spawn_epoch"])] = float(m["barrier_test"])
     table["barrier"] = [barrier.get(float(e), np.nan) for e in t]
     curves = pd.DataFrame(

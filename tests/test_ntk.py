@@ -1,6 +1,6 @@
 """Tests for ntkpaper.ntk.empirical_ntk against closed forms and a dense brute-force Jacobian.
 
-Definitions: ../shared/METRICS.md, "Empirical neural tangent kernel". The full kernel is
+Definitions: docs/measurements.md, "Empirical neural tangent kernel". The full kernel is
 k(x, x')_{kl} = J_k(x) . J_l(x') with J the Jacobian of the logits w.r.t. the trainable
 parameters only (batch-norm statistics fixed, evaluation mode); the traced kernel is the
 mean over the K diagonal entries.

@@ -273,6 +273,20 @@ def test_write_goes_through_temp_in_same_directory(tmp_path, monkeypatch):
     assert not src.exists() and target.exists()
 
 
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_respect_the_umask(tmp_path, umask, mode):
+    """Results must be readable by whoever the umask lets read them (mkstemp alone gives 0600)."""
+    old = os.umask(umask)
+    try:
+        store.save_arrays(tmp_path / "a.npz", {"x": np.arange(3)})
+        store.write_json(tmp_path / "b.json", {"x": 1})
+        store.save_tables(tmp_path, {"panel_A": pd.DataFrame({"x": [1.0]})})
+    finally:
+        os.umask(old)
+    for name in ("a.npz", "b.json", "panel_A.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
 # ---------------------------------------------------------------------------------------
 # Pytrees
 # ---------------------------------------------------------------------------------------
