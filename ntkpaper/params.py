@@ -1,8 +1,8 @@
-"""Parameter files: schema, validation and loading (``params/<figure-id>.yaml``).
+"""Parameter files: the sections of each figure, and loading (``params/<figure-id>.yaml``).
 
 A parameter file holds ``notebook:`` (the notebook that draws the figure) and one section
 per profile (``quick:``, ``paper:``). Each section is checked against typed dataclasses
-(one help string per field, as in open_lth's hparams) before any compute. Every error
+(one help string per field, as in open_lth's hparams) before any compute (``schema``). Every error
 names the file and the key, e.g.
 ``params/fort-fig4.yaml: quick.parent.lr_drops: expected a list of epochs, got 80``.
 
@@ -13,30 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
-import math
 import os
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from ntkpaper.schema import FieldError, ParamsError, build, error, read_yaml, spec
+
+__all__ = ["ParamsError", "load_all", "load_figure", "content_key", "as_dict", "from_dict"]
 
 PROFILES = ("quick", "paper")
-
-
-class ParamsError(ValueError):
-    """A parameter file that cannot be used; the message names the file and the key."""
-
-
-def spec(help: str, expect: str | None = None, default: Any = dataclasses.MISSING, **bounds):
-    """A dataclass field with a help string, an optional phrase for errors and bounds.
-
-    Bounds: ``gt``, ``ge``, ``lt``, ``le`` apply to a number or to every item of a list.
-    """
-    return field(default=default, metadata={"help": help, "expect": expect, **bounds})
 
 
 # ---------------------------------------------------------------------------------------
@@ -97,12 +84,12 @@ class Train:
         snaps = self.snapshot_epochs()
         for i, e in enumerate(epochs):
             if not any(abs(e - s) < 1e-6 for s in snaps):
-                raise _error(f"{key}[{i}]", "an epoch of the parent's snapshot schedule", e)
+                raise error(f"{key}[{i}]", "an epoch of the parent's snapshot schedule", e)
 
     def check(self) -> None:
         for i in range(1, len(self.snapshots)):
             if self.snapshots[i].until <= self.snapshots[i - 1].until:
-                raise _error(
+                raise error(
                     f"snapshots[{i}].until",
                     "an epoch after the previous segment's",
                     self.snapshots[i].until,
@@ -153,7 +140,7 @@ class IntegratedView:
         self.parent.check_snapshots("children.spawn_epochs", self.children.spawn_epochs)
         for i, e in enumerate(self.children.spawn_epochs):
             if e >= self.parent.epochs:
-                raise _error(f"children.spawn_epochs[{i}]", "an epoch before parent.epochs", e)
+                raise error(f"children.spawn_epochs[{i}]", "an epoch before parent.epochs", e)
 
 
 @dataclass(frozen=True)
@@ -225,103 +212,6 @@ NOTEBOOKS: dict[str, type] = {
 # ---------------------------------------------------------------------------------------
 
 
-class _KeyError(Exception):
-    def __init__(self, key: str, message: str):
-        self.key, self.message = key, message
-
-
-def _error(key: str, expect: str, got: Any) -> _KeyError:
-    return _KeyError(key, f"expected {expect}, got {got!r}")
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp)
-    )
-
-
-def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
-    expect = meta.get("expect") or _describe(tp)
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        return _convert(typing.get_args(tp)[0], value, key, meta)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise _error(key, expect, value)
-        return _build(tp, value, key)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise _error(key, expect, value)
-        item = typing.get_args(tp)[0]
-        return tuple(
-            _convert(item, v, f"{key}[{i}]", {**meta, "expect": None}) for i, v in enumerate(value)
-        )
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise _error(key, expect, value)
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _error(key, expect, value)
-        return value
-    if tp in (int, float):
-        ok = isinstance(value, int) if tp is int else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            raise _error(key, expect, value)
-        try:
-            value = tp(value)
-            finite = math.isfinite(value)
-        except OverflowError:
-            finite = False
-        if not finite:
-            raise _error(key, expect, value)
-        for name, test, word in (
-            ("gt", lambda a, b: a > b, ">"),
-            ("ge", lambda a, b: a >= b, ">="),
-            ("lt", lambda a, b: a < b, "<"),
-            ("le", lambda a, b: a <= b, "<="),
-        ):
-            if name in meta and not test(value, meta[name]):
-                raise _error(key, f"{_describe(tp)} {word} {meta[name]}", value)
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise _error(key, expect, value)
-        return value
-    raise TypeError(f"unsupported field type {tp}")
-
-
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    where = lambda k: f"{prefix}.{k}" if prefix else k  # noqa: E731
-    for k in data:
-        if k not in fields:
-            raise _KeyError(where(k), f"unknown key (allowed: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], where(name), dict(f.metadata))
-        elif f.default is dataclasses.MISSING:
-            raise _KeyError(where(name), f"missing ({f.metadata.get('help')})")
-    obj = cls(**kwargs)
-    if hasattr(obj, "check"):
-        try:
-            obj.check()
-        except _KeyError as e:
-            raise _KeyError(where(e.key), e.message) from None
-    return obj
-
-
 @dataclass(frozen=True)
 class Figure:
     """One figure target: its id, notebook, profile and validated parameters."""
@@ -340,18 +230,47 @@ def params_dir() -> Path:
     )
 
 
+TOP_KEYS = ("notebook", "extends", "shares_parent_with", *PROFILES)
+
+
+def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's mapping, merged over the file it ``extends`` (a figure id beside it).
+
+    Mappings merge key by key; a list or a number replaces the base's. So fort-fig9 is
+    ``extends: fort-fig8`` with another notebook, and a variant names only what it changes.
+    """
+    shown = _shown(path)
+    raw = read_yaml(path, shown)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{shown}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise ParamsError(f"{shown}: {k}: unknown key (allowed: {', '.join(TOP_KEYS)})")
+    base_id = raw.pop("extends", None)
+    if base_id is None:
+        return raw
+    base = path.parent / f"{base_id}.yaml"
+    if not isinstance(base_id, str) or not base.is_file():
+        raise ParamsError(
+            f"{shown}: extends: expected the id of a figure in {path.parent}, got {base_id!r}"
+        )
+    if base.resolve() in seen:
+        raise ParamsError(f"{shown}: extends: {base_id} extends this file again (a cycle)")
+    return _merge(read_raw(base, (*seen, path.resolve())), raw)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
 def load_figure(path: str | Path, profile: str) -> Figure:
     """Read and validate one parameter file for one profile; raise ParamsError if malformed."""
     path = Path(path)
     shown = _shown(path)
-    raw = read_yaml(path, shown)
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{shown}: expected a mapping with keys notebook, quick, paper")
-    for k in raw:
-        if k not in ("notebook", *PROFILES):
-            raise ParamsError(
-                f"{shown}: {k}: unknown key (allowed: notebook, {', '.join(PROFILES)})"
-            )
+    raw = read_raw(path)
+    raw.pop("shares_parent_with", None)  # read by check_shared, after every file loads
     notebook = raw.get("notebook")
     if notebook not in NOTEBOOKS:
         raise ParamsError(
@@ -362,73 +281,31 @@ def load_figure(path: str | Path, profile: str) -> Figure:
     try:
         section = raw[profile]
         if not isinstance(section, dict):
-            raise _error(profile, "a mapping", section)
-        params = _build(NOTEBOOKS[notebook], section, profile)
-    except _KeyError as e:
+            raise error(profile, "a mapping", section)
+        params = build(NOTEBOOKS[notebook], section, profile)
+    except FieldError as e:
         raise ParamsError(f"{shown}: {e.key}: {e.message}") from None
     return Figure(path.stem, notebook, profile, params, path)
 
 
-MAX_BYTES = 1_000_000
-"""Largest parameter file read (the real ones are about 2 kB); checked before parsing."""
+def check_shared(figures: dict[str, Figure]) -> None:
+    """A figure that declares ``shares_parent_with: <id>`` must train the same parent run."""
+    for fig in figures.values():
+        other = read_raw(fig.path).get("shares_parent_with")
+        if other is None:
+            continue
+        where = f"{_shown(fig.path)}: shares_parent_with"
+        if other not in figures:
+            raise ParamsError(f"{where}: expected the id of a figure, got {other!r}")
+        from ntkpaper.plan import parent_job  # plan builds on this module
 
-
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases and duplicate keys.
-
-    Parameter files need no anchors: refusing every alias (``*name``) before it is composed
-    makes the "billion laughs" expansion impossible, and a duplicated key would silently
-    drop one of two values.
-    """
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"alias *{event.anchor} (parameter files take no aliases)",
-                event.start_mark,
-            )  # fmt: skip
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def read_yaml(path: Path, shown: str | None = None) -> Any:
-    """Parse a parameter file: bounded size, UTF-8, no aliases, no duplicate keys, safe tags.
-
-    Every refusal is a ``ParamsError`` naming the file (``shown``, default ``path``).
-    """
-    shown = shown or str(path)
-    try:
-        with open(path, "rb") as f:
-            blob = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise ParamsError(f"{shown}: cannot read: {e.strerror}") from None
-    if len(blob) > MAX_BYTES:
-        raise ParamsError(
-            f"{shown}: larger than {MAX_BYTES} bytes; a parameter file is a few kB of YAML"
-        )
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ParamsError(
-            f"{shown}: not UTF-8 text (invalid byte {blob[e.start]:#04x} at offset {e.start})"
-        ) from None
-    try:
-        stream = io.StringIO(text)
-        stream.name = shown  # YAML's error marks then name the file
-        return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{shown}: not valid YAML: {e}") from None
+        keys = [parent_job(f.params.data, f.params.model, f.params.parent).key
+                for f in (fig, figures[other])]  # fmt: skip
+        if keys[0] != keys[1]:
+            raise ParamsError(
+                f"{where}: {other}, but on {fig.profile} the two parent runs differ ({keys[0]} "
+                f"vs {keys[1]}): make data, model and parent equal, or drop the declaration"
+            )
 
 
 def load_all(profile: str, directory: Path | None = None) -> dict[str, Figure]:
@@ -436,13 +313,13 @@ def load_all(profile: str, directory: Path | None = None) -> dict[str, Figure]:
     if profile not in PROFILES:
         raise ParamsError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     directory = directory or params_dir()
-    figures = {}
+    every: dict[str, dict[str, Figure]] = {p: {} for p in PROFILES}
     for path in sorted(directory.glob("*.yaml")):
         for p in PROFILES:  # a malformed profile is refused even when the other one runs
-            fig = load_figure(path, p)
-            if p == profile:
-                figures[fig.id] = fig
-    return figures
+            every[p][path.stem] = load_figure(path, p)
+    for figures in every.values():
+        check_shared(figures)
+    return every[profile]
 
 
 def _shown(path: Path) -> str:
@@ -471,6 +348,6 @@ def content_key(spec: dict) -> str:
 def from_dict(cls: type, data: dict) -> Any:
     """Rebuild a parameter dataclass from ``as_dict`` output (a run's stored spec)."""
     try:
-        return _build(cls, data, "")
-    except _KeyError as e:
+        return build(cls, data, "")
+    except FieldError as e:
         raise ParamsError(f"stored spec: {e.key}: {e.message}") from None

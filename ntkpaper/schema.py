@@ -1,0 +1,192 @@
+"""Reading and checking a parameter file: a strict YAML reader and typed dataclass building.
+
+``spec`` declares a field (help string, bounds); ``build`` turns a mapping into a frozen
+dataclass, converting and checking every value; ``read_yaml`` parses a file defensively.
+Every failure is a ``ParamsError`` (or a ``FieldError`` that ``params`` turns into one) whose
+message names the file and the dotted key. Imports nothing heavy: the Snakefile uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import typing
+from dataclasses import field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A parameter file that cannot be used; the message names the file and the key."""
+
+
+def spec(help: str, expect: str | None = None, default: Any = dataclasses.MISSING, **bounds):
+    """A dataclass field with a help string, an optional phrase for errors and bounds.
+
+    Bounds: ``gt``, ``ge``, ``lt``, ``le`` apply to a number or to every item of a list.
+    """
+    return field(default=default, metadata={"help": help, "expect": expect, **bounds})
+
+
+class FieldError(Exception):
+    """A value that does not fit its field; ``key`` is the dotted key."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+
+
+def error(key: str, expect: str, got: Any) -> FieldError:
+    return FieldError(key, f"expected {expect}, got {got!r}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
+    expect = meta.get("expect") or _describe(tp)
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(typing.get_args(tp)[0], value, key, meta)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise error(key, expect, value)
+        return build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise error(key, expect, value)
+        item = typing.get_args(tp)[0]
+        return tuple(
+            _convert(item, v, f"{key}[{i}]", {**meta, "expect": None}) for i, v in enumerate(value)
+        )
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise error(key, expect, value)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise error(key, expect, value)
+        return value
+    if tp in (int, float):
+        ok = isinstance(value, int) if tp is int else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            raise error(key, expect, value)
+        try:
+            value = tp(value)
+            finite = math.isfinite(value)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise error(key, expect, value)
+        for name, test, word in (
+            ("gt", lambda a, b: a > b, ">"),
+            ("ge", lambda a, b: a >= b, ">="),
+            ("lt", lambda a, b: a < b, "<"),
+            ("le", lambda a, b: a <= b, "<="),
+        ):
+            if name in meta and not test(value, meta[name]):
+                raise error(key, f"{_describe(tp)} {word} {meta[name]}", value)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise error(key, expect, value)
+        return value
+    raise TypeError(f"unsupported field type {tp}")
+
+
+def build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    where = lambda k: f"{prefix}.{k}" if prefix else k  # noqa: E731
+    for k in data:
+        if k not in fields:
+            raise FieldError(where(k), f"unknown key (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], where(name), dict(f.metadata))
+        elif f.default is dataclasses.MISSING:
+            raise FieldError(where(name), f"missing ({f.metadata.get('help')})")
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        try:
+            obj.check()
+        except FieldError as e:
+            raise FieldError(where(e.key), e.message) from None
+    return obj
+
+
+MAX_BYTES = 1_000_000
+"""Largest parameter file read (the real ones are about 2 kB); checked before parsing."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases and duplicate keys.
+
+    Parameter files need no anchors: refusing every alias (``*name``) before it is composed
+    makes the "billion laughs" expansion impossible, and a duplicated key would silently
+    drop one of two values.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} (parameter files take no aliases)",
+                event.start_mark,
+            )  # fmt: skip
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path, shown: str | None = None) -> Any:
+    """Parse a parameter file: bounded size, UTF-8, no aliases, no duplicate keys, safe tags.
+
+    Every refusal is a ``ParamsError`` naming the file (``shown``, default ``path``).
+    """
+    shown = shown or str(path)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise ParamsError(f"{shown}: cannot read: {e.strerror}") from None
+    if len(blob) > MAX_BYTES:
+        raise ParamsError(
+            f"{shown}: larger than {MAX_BYTES} bytes; a parameter file is a few kB of YAML"
+        )
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(
+            f"{shown}: not UTF-8 text (invalid byte {blob[e.start]:#04x} at offset {e.start})"
+        ) from None
+    try:
+        stream = io.StringIO(text)
+        stream.name = shown  # YAML's error marks then name the file
+        return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{shown}: not valid YAML: {e}") from None
