@@ -47,6 +47,13 @@ class Model:
     width: float = spec("width multiplier of every channel count (WRN: widen factor k)", gt=0)
     batch_norm: bool = spec("batch norm on (false: the 'no BN' variant)")
 
+    def check(self) -> None:
+        n, offset = (6, 2) if self.name == "resnet" else (6, 4)
+        if (self.depth - offset) % n or self.depth < n + offset:
+            raise error("depth", f"{n}n + {offset} for {self.name} (n >= 1)", self.depth)
+        if self.name == "wrn" and not self.batch_norm:
+            raise error("batch_norm", "true for wrn (the Wide ResNet here always has it)", False)
+
 
 @dataclass(frozen=True)
 class Segment:

@@ -214,11 +214,26 @@ def tiny_batch(n=6, h=5, w=4, c=2):
 
 
 def test_augment_flip_only():
-    x = tiny_batch()
-    y = data.augment(jax.random.PRNGKey(0), x, 0)
-    assert y.shape == x.shape
-    for xi, yi in zip(np.asarray(x), np.asarray(y)):
-        assert np.array_equal(yi, xi) or np.array_equal(yi, xi[:, ::-1])
+    # padding 0: no crop; each image is itself or its exact mirror along the width, and
+    # with this fixed key both occur (a no-op augmentation, or flipping all, would fail)
+    x = tiny_batch(n=16)
+    xs = np.asarray(x)
+    assert not any(np.array_equal(xi, xi[:, ::-1]) for xi in xs)  # no image is symmetric
+    y = np.asarray(data.augment(jax.random.PRNGKey(0), x, 0))
+    assert y.shape == x.shape and y.dtype == xs.dtype
+    flipped = []
+    for xi, yi in zip(xs, y):
+        same, mirrored = np.array_equal(yi, xi), np.array_equal(yi, xi[:, ::-1])
+        assert same != mirrored, "output is neither the image nor its horizontal mirror"
+        if mirrored:  # pixel by pixel: column j is column w - 1 - j, rows untouched
+            w = xi.shape[1]
+            assert all(np.array_equal(yi[:, j], xi[:, w - 1 - j]) for j in range(w))
+        flipped.append(mirrored)
+    assert 0 < sum(flipped) < len(flipped), flipped
+    # the same key gives the same flips; another key gives other flips
+    np.testing.assert_array_equal(np.asarray(data.augment(jax.random.PRNGKey(0), x, 0)), y)
+    other = np.asarray(data.augment(jax.random.PRNGKey(1), x, 0))
+    assert [np.array_equal(o, xi[:, ::-1]) for o, xi in zip(other, xs)] != flipped
 
 
 def crop_flip(img: np.ndarray, dy: int, dx: int, h: int, w: int, flip: bool) -> np.ndarray:

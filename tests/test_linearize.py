@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from ntkpaper.linearize import linearize, taylor_expand
 
@@ -66,6 +67,34 @@ def test_expansions_at_the_expansion_point_equal_f_and_share_its_gradient():
         gb = jax.grad(lambda p: jnp.sum(quadratic(p, x)))(p0)
         for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
             np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def nonlinear(p, x):  # tanh of an affine map, plus a product of parameters
+    return jnp.tanh(x @ p["w"] + p["b"]) + p["b"] * p["w"][0]
+
+
+def test_linearize_of_a_nonlinear_function_is_its_first_order_expansion_not_f():
+    p0, p1 = _params(jax.random.PRNGKey(5)), _params(jax.random.PRNGKey(6))
+    x = jax.random.normal(jax.random.PRNGKey(7), (5, 4))
+    flat0, unravel = ravel_pytree(p0)
+    flat1, _ = ravel_pytree(p1)
+    # J(w0): the (5, 3) outputs by every parameter, materialised with jacfwd on the flat vector
+    jac = jax.jacfwd(lambda v: nonlinear(unravel(v), x))(flat0)
+    assert jac.shape == (5, 3, flat0.size)
+    want = nonlinear(p0, x) + jnp.einsum("nkp,p->nk", jac, flat1 - flat0)
+    got = linearize(nonlinear, p0)(p1, x)
+    assert got.shape == nonlinear(p1, x).shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # f itself is far from its linearisation at w1, and from f(w0)
+    assert np.max(np.abs(got - nonlinear(p1, x))) > 0.1
+    assert np.max(np.abs(got - nonlinear(p0, x))) > 0.1
+    # linear in w: halfway between w0 and w1 it is halfway between f(w0) and f_lin(w1)
+    half = jax.tree.map(lambda a, b: (a + b) / 2, p0, p1)
+    np.testing.assert_allclose(
+        linearize(nonlinear, p0)(half, x), (nonlinear(p0, x) + got) / 2, rtol=1e-5, atol=1e-5
+    )
+    # the same through taylor_expand of degree 1
+    np.testing.assert_allclose(taylor_expand(nonlinear, p0, 1)(p1, x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_negative_degree_is_refused():

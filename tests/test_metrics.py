@@ -1,6 +1,6 @@
 """Tests for ntkpaper.metrics against closed forms, hand counts and numpy brute force.
 
-Definitions: ../shared/METRICS.md (kernel distance, ReLU activation-pattern distance,
+Definitions: docs/measurements.md (kernel distance, ReLU activation-pattern distance,
 function-space distance, weight-space distance, error barrier with batch-norm statistics).
 """
 
@@ -203,7 +203,7 @@ def test_relu_distance_matrix_equals_pairwise():
 
 
 def np_function_distance(l1, l2, y) -> float:
-    """Brute force of METRICS.md: disagreement / (E + E' - E E' K / (K - 1))."""
+    """Brute force of docs/measurements.md: disagreement / (E + E' - E E' K / (K - 1))."""
     l1, l2, y = np.asarray(l1), np.asarray(l2), np.asarray(y)
     n, k = l1.shape
     p1 = [int(np.argmax(l1[i])) for i in range(n)]
@@ -255,6 +255,59 @@ def test_function_distance_correlated_errors_below_one():
     )
     assert abs(got - np_function_distance(l1, l2, y)) <= 1e-5
     assert got < 0.5
+
+
+def onehot_logits(pred: np.ndarray, k: int) -> jnp.ndarray:
+    """Logits whose arg-max is ``pred`` without ties (winner 2, the others 0 to -1)."""
+    n = len(pred)
+    logits = -np.linspace(0.0, 1.0, k)[None, :].repeat(n, 0) - 0.1
+    logits[np.arange(n), pred] = 2.0
+    return jnp.asarray(logits, jnp.float32)
+
+
+def test_function_distance_known_disagreements_by_hand():
+    # n = 40 examples, K = 4 classes, y_i = i mod 4. Classifier 1 is wrong on examples 0-7;
+    # classifier 2 copies it except on examples 4-13, 10 disagreements:
+    #   4-7   both wrong, different wrong classes;
+    #   8-13  2 wrong where 1 is right.
+    # So disagreement = 10/40, E = 8/40, E' = (8 - 4 + 4 + 6)/40 = 14/40.
+    n, k = 40, 4
+    y = np.arange(n) % k
+    p1 = y.copy()
+    p1[:8] = (y[:8] + 1) % k
+    p2 = p1.copy()
+    p2[4:8] = (y[4:8] + 2) % k
+    p2[8:14] = (y[8:14] + 3) % k
+    dis, e1, e2 = 10 / 40, 8 / 40, 14 / 40
+    # the counts by brute force agree with the construction
+    assert sum(int(a != b) for a, b in zip(p1, p2)) == 10
+    assert sum(int(a != t) for a, t in zip(p1, y)) == 8
+    assert sum(int(a != t) for a, t in zip(p2, y)) == 14
+    want = dis / (e1 + e2 - e1 * e2 * k / (k - 1))  # 0.25 / (0.55 - 0.07 * 4/3) = 0.25/0.4567
+    assert abs(want - 0.25 / (0.55 - 0.28 / 3)) <= 1e-12
+    l1, l2 = onehot_logits(p1, k), onehot_logits(p2, k)
+    yj = jnp.asarray(y)
+    got = float(metrics.function_distance(l1, l2, yj))
+    assert abs(got - want) <= 1e-6 * want
+    assert abs(got - np_function_distance(l1, l2, y)) <= 1e-6 * want
+    # symmetric in the two classifiers; the raw disagreement (0.25) would be wrong here
+    assert abs(float(metrics.function_distance(l2, l1, yj)) - want) <= 1e-6 * want
+    assert abs(got - dis) > 0.2
+    # one more disagreement (example 20: 2 now wrong) moves it by the brute-force amount
+    p3 = p2.copy()
+    p3[20] = (y[20] + 1) % k
+    got3 = float(metrics.function_distance(l1, onehot_logits(p3, k), yj))
+    want3 = (11 / 40) / (8 / 40 + 15 / 40 - (8 / 40) * (15 / 40) * k / (k - 1))
+    assert abs(got3 - want3) <= 1e-6 * want3
+
+
+def test_function_distance_single_disagreement_is_not_zero():
+    # one disagreement of four, where classifier 2 alone errs: E = 0 and E' = 1/4, so
+    # Z = E' and d = (1/4) / (1/4) = 1 (a shortcut to 0 for E = 0 would be wrong)
+    y = jnp.array([0, 1, 0, 1])
+    l1 = onehot_logits(np.array([0, 1, 0, 1]), 2)
+    l2 = onehot_logits(np.array([0, 1, 0, 0]), 2)
+    assert abs(float(metrics.function_distance(l1, l2, y)) - 1.0) <= 1e-6
 
 
 # --------------------------------------------------------------------------- weight distance

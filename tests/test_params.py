@@ -59,7 +59,7 @@ def test_there_are_real_parameter_files():
 @pytest.mark.parametrize("profile", params.PROFILES)
 @pytest.mark.parametrize("path", REAL_FILES, ids=lambda p: p.name)
 def test_real_file_loads(path, profile):
-    raw = yaml.safe_load(path.read_text())
+    raw = params.read_raw(path)  # the file merged over the one it extends
     fig = params.load_figure(path, profile)
     assert fig.id == path.stem
     assert fig.profile == profile
@@ -293,6 +293,19 @@ MALFORMED = [
     ("missing-notebook", delp("notebook"), "notebook", []),
     ("missing-profile", delp("quick"), "quick", ["missing"]),
     ("null-profile", setp("quick", None), "quick", ["expected a mapping"]),
+    ("resnet-depth", setp("quick", "model", "depth", 21), "quick.model.depth", ["6n + 2", "21"]),
+    (
+        "wrn-depth",
+        lambda raw: raw["quick"]["model"].update(name="wrn", depth=20),
+        "quick.model.depth",
+        ["6n + 4"],
+    ),
+    (
+        "wrn-without-bn",
+        lambda raw: raw["quick"]["model"].update(name="wrn", depth=16, batch_norm=False),
+        "quick.model.batch_norm",
+        ["true for wrn"],
+    ),
 ]
 
 
@@ -535,3 +548,166 @@ def test_from_dict_refuses_bad_spec():
     d["extra"] = 1
     with pytest.raises(params.ParamsError, match=r"stored spec: extra: unknown key"):
         params.from_dict(params.Train, d)
+
+
+# ---------------------------------------------------------------------------------------
+# Kernel figures (fort_linearised): linearised and low_lr sections, from fort-fig8.yaml
+# ---------------------------------------------------------------------------------------
+
+KERNEL_EXAMPLE = PARAMS_DIR / "fort-fig8.yaml"
+KERNEL_NAME = KERNEL_EXAMPLE.name  # the broken copy keeps the real file's name
+
+
+def kernel_base() -> dict:
+    return yaml.safe_load(KERNEL_EXAMPLE.read_text())
+
+
+def write_kernel(tmp_path: Path, raw: dict) -> Path:
+    """Write the (changed) copy of fort-fig8.yaml, with the real files it names beside it."""
+    for k in ("shares_parent_with", "extends"):  # a figure it refers to must be there too
+        if isinstance(raw.get(k), str):
+            other = PARAMS_DIR / f"{raw[k]}.yaml"
+            (tmp_path / other.name).write_text(other.read_text())
+    return write(tmp_path, raw, KERNEL_NAME)
+
+
+# (id, change of the section, key under the profile, fragments of the message); each change
+# is applied to one profile's section, whose schedule (quick: 0.2 grid to 2, then every
+# epoch to 6; paper: 0.2 grid to 4, 1 to 20, 4 to 160) has no 0.5 and no epoch 1000.
+KERNEL_MALFORMED = [
+    (
+        "linearised-spawn-off-schedule",
+        lambda s: s["linearised"].update(spawn_epochs=[0, 0.4, 0.5, 2]),
+        "linearised.spawn_epochs[2]",
+        ["snapshot schedule", "0.5"],
+    ),
+    (
+        "linearised-spawn-past-parent",
+        lambda s: s["linearised"].update(spawn_epochs=[0, 1000]),
+        "linearised.spawn_epochs[1]",
+        ["snapshot schedule", "1000"],
+    ),
+    (
+        "linearised-spawn-negative",
+        lambda s: s["linearised"].update(spawn_epochs=[-0.2, 0]),
+        "linearised.spawn_epochs[0]",
+        [">= 0"],
+    ),
+    (
+        "linearised-degree-3",
+        lambda s: s["linearised"].update(degree=3),
+        "linearised.degree",
+        ["<= 2", "3"],
+    ),
+    (
+        "linearised-degree-0",
+        lambda s: s["linearised"].update(degree=0),
+        "linearised.degree",
+        [">= 1", "0"],
+    ),
+    (
+        "linearised-degree-float",
+        lambda s: s["linearised"].update(degree=1.5),
+        "linearised.degree",
+        ["expected an integer", "1.5"],
+    ),
+    (
+        "low-lr-missing-lr",
+        lambda s: s["low_lr"].pop("lr"),
+        "low_lr.lr",
+        ["missing"],
+    ),
+    (
+        "low-lr-missing-n-children",
+        lambda s: s["low_lr"].pop("n_children"),
+        "low_lr.n_children",
+        ["missing"],
+    ),
+    (
+        "low-lr-missing-section",
+        lambda s: s.pop("low_lr"),
+        "low_lr",
+        ["missing"],
+    ),
+    (
+        "low-lr-not-mapping",
+        lambda s: s.update(low_lr=0.001),
+        "low_lr",
+        ["expected a mapping", "0.001"],
+    ),
+    (
+        "low-lr-string-lr",
+        lambda s: s["low_lr"].update(lr="low"),
+        "low_lr.lr",
+        ["expected a number", "low"],
+    ),
+    (
+        "low-lr-bool-epochs",
+        lambda s: s["low_lr"].update(epochs=True),
+        "low_lr.epochs",
+        ["expected a number"],
+    ),
+    (
+        "low-lr-float-n-children",
+        lambda s: s["low_lr"].update(n_children=2.5),
+        "low_lr.n_children",
+        ["expected an integer", "2.5"],
+    ),
+    (
+        "low-lr-lr-zero",
+        lambda s: s["low_lr"].update(lr=0),
+        "low_lr.lr",
+        ["> 0", "0"],
+    ),
+    (
+        "low-lr-lr-negative",
+        lambda s: s["low_lr"].update(lr=-0.001),
+        "low_lr.lr",
+        ["> 0", "-0.001"],
+    ),
+    (
+        "low-lr-unknown-key",
+        lambda s: s["low_lr"].update(momentum=0.9),
+        "low_lr.momentum",
+        ["unknown key", "lr", "n_children"],
+    ),
+]
+
+
+def test_kernel_example_is_a_kernel_figure_and_its_copy_loads(tmp_path):
+    """Guard for the kernel cases: the real file's copy loads, with a linearised section."""
+    path = write_kernel(tmp_path, kernel_base())
+    for profile in params.PROFILES:
+        fig = params.load_figure(path, profile)
+        assert isinstance(fig.params, params.KernelLearning)
+        assert fig.params == params.load_figure(KERNEL_EXAMPLE, profile).params
+        assert fig.params.linearised.degree == 1
+        assert KERNEL_EXAMPLE.stem in params.load_all(profile, directory=tmp_path)
+
+
+@pytest.mark.parametrize("profile", params.PROFILES)
+@pytest.mark.parametrize(
+    "change,key,fragments",
+    [m[1:] for m in KERNEL_MALFORMED],
+    ids=[m[0] for m in KERNEL_MALFORMED],
+)
+def test_kernel_malformed_is_refused(tmp_path, profile, change, key, fragments):
+    raw = kernel_base()
+    change(raw[profile])
+    path = write_kernel(tmp_path, raw)
+    # The profile itself, and load_all for quick (which checks both profiles).
+    for msg in (refusal(path, profile), refusal_all(tmp_path, "quick")):
+        assert f"{KERNEL_NAME}: {profile}.{key}: " in msg, msg
+        for fragment in fragments:
+            assert fragment in msg, msg
+    other = "paper" if profile == "quick" else "quick"
+    assert (
+        params.load_figure(path, other).params == params.load_figure(KERNEL_EXAMPLE, other).params
+    )
+
+
+def test_kernel_degree_message_in_full(tmp_path):
+    raw = kernel_base()
+    raw["quick"]["linearised"]["degree"] = 3
+    msg = refusal(write_kernel(tmp_path, raw))
+    assert msg.endswith(f"{KERNEL_NAME}: quick.linearised.degree: expected an integer <= 2, got 3")
