@@ -11,11 +11,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from ntkpaper import params as P
-from ntkpaper import plan, runs, spawn, store
+from ntkpaper import plan, runs, store
 from ntkpaper import train as T
 
 from .conftest import ROOT, write_tiny_kernel
@@ -25,29 +24,8 @@ def tiny_runs():
     return plan.integrated_runs(P.load_all("quick")["tiny-fig"])
 
 
-def test_vmapped_children_equal_children_trained_one_by_one(tiny_env):
-    s = runs.setup(tiny_runs().parent)
-    ds = s.dataset
-    parent = T.init_state(s.model, s.tx, jax.random.PRNGKey(0), ds.x_train[:1])
-    step = T.make_train_step(s.model, s.tx, s.data_params, s.spe)
-    keys = spawn.child_keys(seed=3, spawn_step=5, n=3)
-    together = jax.jit(spawn.vmap_children(step))
-    alone = jax.jit(step)
-    states = spawn.stack(parent, 3)
-    singles = [parent] * 3
-    for i in range(5, 12):  # crosses an epoch boundary (spe = 44)
-        t = jnp.asarray(i, jnp.int32)
-        states, _ = together(states, keys, t, ds.x_train, ds.y_train)
-        singles = [alone(c, keys[j], t, ds.x_train, ds.y_train)[0] for j, c in enumerate(singles)]
-    for j in range(3):
-        for a, b in zip(jax.tree.leaves(spawn.unstack(states, j)), jax.tree.leaves(singles[j])):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # children with their own data order do move apart
-    d01 = sum(
-        float(jnp.sum((a - b) ** 2))
-        for a, b in zip(jax.tree.leaves(singles[0].params), jax.tree.leaves(singles[1].params))
-    )
-    assert d01 > 0
+# Children start from a trained snapshot, and vmapped children equal children trained alone:
+# tests/test_runners.py (through the runners, from the store).
 
 
 def test_learning_rate_schedule_drops_at_the_given_epochs():
@@ -191,13 +169,3 @@ def test_corrupted_snapshot_is_reported_not_loaded(tiny_env):
     snap.write_bytes(bytes(blob))
     with pytest.raises(store.CorruptEntry, match="delete .* and run the same command again"):
         runs.parent_history(r.parent)
-
-
-def test_optax_state_is_copied_into_children(tiny_env):
-    s = runs.setup(tiny_runs().parent)
-    state = T.init_state(s.model, s.tx, jax.random.PRNGKey(0), s.dataset.x_train[:1])
-    stacked = spawn.stack(state, 2)
-    count = optax.tree_utils.tree_get(stacked.opt_state, "count")
-    assert count.shape == (2,)
-    for a, b in zip(jax.tree.leaves(spawn.unstack(stacked, 1)), jax.tree.leaves(state)):
-        np.testing.assert_array_equal(a, b)
