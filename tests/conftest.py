@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -107,3 +110,56 @@ def numpy_variables(model, x, rng: np.random.Generator) -> dict:
 
     wanted = {c: shapes.get(c, {}) for c in ("params", "batch_stats")}  # not the sown "relu"
     return jax.tree_util.tree_map_with_path(draw, wanted)
+
+
+def write_tiny_advantage(directory: Path, name: str = "tiny-advantage") -> Path:
+    """A tiny fort_nonlinear_advantage figure: ``write_tiny_kernel``'s runs, figure 9's notebook."""
+    path = write_tiny_kernel(directory, name)
+    raw = yaml.safe_load(path.read_text())
+    raw["notebook"] = "fort_nonlinear_advantage"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+TINY_FIGURES = ("tiny-fig", "tiny-kernel", "tiny-advantage")
+"""The figures of ``tiny_built``: one per notebook, all on one parent."""
+
+
+def run_env(root: Path) -> dict[str, str]:
+    """The environment that points the workflow at ``root``'s params, runs and results."""
+    return {
+        **os.environ,
+        "NTKPAPER_PARAMS": str(root / "params"),
+        "NTKPAPER_RUNS": str(root / "runs"),
+        "NTKPAPER_RESULTS": str(root / "results"),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_built(tmp_path_factory) -> Path:
+    """One uninterrupted run of the main command (``make figures``) on ``TINY_FIGURES``, shared
+    by every test that reads its outputs: ``<root>/{params,runs,results}``, ``.snakemake`` in
+    ``<root>``. Tests that edit its parameter files must restore them (content and mtime)."""
+    root = tmp_path_factory.mktemp("tiny-built")
+    write_tiny(root / "params")
+    write_tiny_kernel(root / "params")
+    write_tiny_advantage(root / "params")
+    done = subprocess.run(
+        [sys.executable, "-m", "ntkpaper", "figures", "--cores", "2"],
+        cwd=root,
+        env=run_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-5000:]
+    return root
+
+
+@pytest.fixture
+def built_env(tiny_built, monkeypatch) -> Path:
+    """``tiny_built``, with the environment of this process pointing at it."""
+    for k, v in run_env(tiny_built).items():
+        if k.startswith("NTKPAPER_"):
+            monkeypatch.setenv(k, v)
+    return tiny_built

@@ -1,8 +1,10 @@
-"""The workflow end to end on a tiny figure: outputs, no-op rerun, minimal reruns, refusal;
-the main command killed and run again as it is."""
+"""The workflow end to end on tiny figures: outputs, no-op rerun, minimal reruns, refusal;
+the main command killed and run again as it is. One uninterrupted run of the tiny figures
+(``conftest.tiny_built``) serves every test that only reads or dry-runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,10 +55,29 @@ def planned(cwd) -> dict[str, int]:
     return {k: int(v) for k, v in rows.items()}
 
 
-def test_workflow_builds_caches_and_refuses_bad_params(tiny_env):
-    first = snakemake(tiny_env)
-    assert first.returncode == 0, first.stderr[-3000:]
-    out = tiny_env / "results" / "quick" / "tiny-fig"
+@contextlib.contextmanager
+def edited(path: Path, **edits):
+    """``path`` (a tiny figure) with ``section.key=value`` edits to its quick profile, then put
+    back as it was, mtime included, so that the shared run is up to date again."""
+    text, stat = path.read_text(), path.stat()
+    raw = yaml.safe_load(text)
+    for dotted, value in edits.items():
+        node = raw["quick"]
+        *head, last = dotted.split(".")
+        for k in head:
+            node = node[k]
+        node[last] = value
+    try:
+        path.write_text(yaml.safe_dump(raw))
+        yield
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_workflow_builds_caches_and_refuses_bad_params(built_env):
+    tiny_built = built_env  # the shared run, this process's environment pointing at it
+    out = tiny_built / "results" / "quick" / "tiny-fig"
     for name in (
         "tiny-fig.pdf",
         "tiny-fig.png",
@@ -72,22 +93,87 @@ def test_workflow_builds_caches_and_refuses_bad_params(tiny_env):
     executed = (out / "tiny-fig.ipynb").read_text()
     assert '"output_type": "error"' not in executed
 
-    assert planned(tiny_env) == {}  # rerun with nothing changed: no work
+    assert planned(tiny_built) == {}  # rerun with nothing changed: no work
 
-    path = tiny_env / "params" / "tiny-fig.yaml"
-    raw = yaml.safe_load(path.read_text())
-    raw["quick"]["claims"]["barrier_zero"] = 0.02  # read by the notebook only
-    path.write_text(yaml.safe_dump(raw))
-    assert planned(tiny_env) == {"figure": 1}
+    path = tiny_built / "params" / "tiny-fig.yaml"
+    with edited(path, **{"claims.barrier_zero": 0.02}):  # read by the notebook only
+        assert planned(tiny_built) == {"figure": 1}
+    with edited(path, **{"claims.barrier_zero": 0.02, "children.seed": 7}):  # same parent
+        assert planned(tiny_built) == {"children": 2, "children_measure": 2, "figure": 1}
 
-    raw["quick"]["children"]["seed"] = 7  # new children, same parent
-    path.write_text(yaml.safe_dump(raw))
-    assert planned(tiny_env) == {"children": 2, "children_measure": 2, "figure": 1}
-
-    write_tiny(tiny_env / "params", "tiny-bad", **{"parent.lr": "0.1x"})
-    bad = snakemake(tiny_env, "-n")
+    bad_path = write_tiny(tiny_built / "params", "tiny-bad", **{"parent.lr": "0.1x"})
+    try:
+        bad = snakemake(tiny_built, "-n")
+    finally:
+        bad_path.unlink()
     assert bad.returncode != 0
     assert "tiny-bad.yaml: quick.parent.lr: expected a number" in bad.stderr + bad.stdout
+    assert planned(tiny_built) == {}  # every edit undone
+
+
+def test_kernel_notebooks_run_end_to_end(tiny_built):
+    """fort_linearised and fort_nonlinear_advantage on a tiny figure each: every output, the
+    claims table, no error in the executed notebook."""
+    for fid in ("tiny-kernel", "tiny-advantage"):
+        out = tiny_built / "results" / "quick" / fid
+        for name in (f"{fid}.pdf", f"{fid}.png", f"{fid}.ipynb", "claims.csv", "t_tilde.csv"):
+            assert (out / name).stat().st_size > 0, (fid, name)
+        t = pd.read_csv(out / "t_tilde.csv", index_col="t_tilde")
+        assert list(t.index) == [0.0, 1.0], fid
+        cols = ["linearised", "low_lr", "baseline", "advantage", "barrier"]
+        assert t[cols].notna().all().all(), (fid, t)
+        curves = pd.read_csv(out / "curves.csv", index_col="epoch")
+        assert curves.shape == (4, 2), (fid, curves)  # epochs 0..3 of linearised training
+        claims = pd.read_csv(out / "claims.csv")
+        assert list(claims.columns[-4:]) == ["claim", "expected", "measured", "holds"], fid
+        assert len(claims) == 2 and claims.holds.isin([True, False]).all(), (fid, claims)
+        executed = (out / f"{fid}.ipynb").read_text()
+        assert '"output_type": "error"' not in executed, fid
+    # both notebooks read the same runs: one table
+    kernel, advantage = (
+        pd.read_csv(tiny_built / "results" / "quick" / f / "t_tilde.csv")
+        for f in ("tiny-kernel", "tiny-advantage")
+    )
+    pd.testing.assert_frame_equal(kernel, advantage)
+    # and the barrier column is the integrated figure's panel B at the same spawn epochs
+    b = pd.read_csv(tiny_built / "results" / "quick" / "tiny-fig" / "panel_B.csv")
+    assert list(kernel.barrier) == list(b.barrier_test)
+
+
+def test_parent_learning_rate_edit_reruns_everything_downstream(built_env):
+    tiny_built = built_env  # the shared run, this process's environment pointing at it
+    path = tiny_built / "params" / "tiny-fig.yaml"
+    with edited(path, **{"parent.lr": 0.05}):
+        assert planned(tiny_built) == {
+            "parent": 1,
+            "parent_measure": 1,
+            "children": 2,
+            "children_measure": 2,
+            "figure": 1,
+        }
+    kernel = tiny_built / "params" / "tiny-kernel.yaml"
+    with edited(kernel, **{"parent.lr": 0.05}):  # its Taylor models and low-lr children too
+        assert planned(tiny_built) == {
+            "parent": 1,
+            "linearised": 1,
+            "children": 4,
+            "children_measure": 2,
+            "figure": 1,
+        }
+    assert planned(tiny_built) == {}
+
+
+def test_measure_edit_reruns_only_measurements_and_figures(built_env):
+    tiny_built = built_env  # the shared run, this process's environment pointing at it
+    path = tiny_built / "params" / "tiny-fig.yaml"
+    with edited(path, **{"measure.probe_size": 6}):  # the NTK probe: both measurement jobs
+        assert planned(tiny_built) == {"parent_measure": 1, "children_measure": 2, "figure": 1}
+    with edited(path, **{"measure.barrier_points": 11}):  # the barrier only
+        assert planned(tiny_built) == {"children_measure": 2, "figure": 1}
+    kernel = tiny_built / "params" / "tiny-kernel.yaml"
+    with edited(kernel, **{"measure.bn_examples": 128}):
+        assert planned(tiny_built) == {"children_measure": 2, "figure": 1}
+    assert planned(tiny_built) == {}
 
 
 def test_two_figures_share_one_parent(tiny_env):
@@ -112,17 +198,10 @@ def result_files(results: Path) -> dict[str, bytes]:
     return {str(p.relative_to(results)): p.read_bytes() for p in results.rglob("*") if p.is_file()}
 
 
-def test_main_command_killed_resumes_as_it_is_and_refuses_a_second_run(tiny_env, monkeypatch):
+def test_main_command_killed_resumes_as_it_is_and_refuses_a_second_run(tiny_env, tiny_built):
     """SIGKILL the whole main command after the parent's first checkpoints; the same command
-    clears the stale lock and ends with every result file of an uninterrupted run."""
-    monkeypatch.setenv("NTKPAPER_RUNS", str(tiny_env / "clean-runs"))
-    monkeypatch.setenv("NTKPAPER_RESULTS", str(tiny_env / "clean-results"))
-    (tiny_env / "clean").mkdir()
-    clean = main_command(tiny_env / "clean")
-    assert clean.wait() == 0, clean.stdout.read().decode()[-3000:]
-
-    monkeypatch.setenv("NTKPAPER_RUNS", str(tiny_env / "runs"))
-    monkeypatch.setenv("NTKPAPER_RESULTS", str(tiny_env / "results"))
+    clears the stale lock and ends with every result file of an uninterrupted run (the
+    shared ``tiny_built``, whose tiny-fig is this figure)."""
     first = main_command(tiny_env)
     deadline = time.time() + 300
     while len(list((tiny_env / "runs" / "parent").glob("*/snap-*.npz"))) < 2:
@@ -143,7 +222,8 @@ def test_main_command_killed_resumes_as_it_is_and_refuses_a_second_run(tiny_env,
     assert "clearing the lock left by a run that was killed" in out
 
     resumed = result_files(tiny_env / "results" / "quick")
-    uninterrupted = result_files(tiny_env / "clean-results" / "quick")
+    uninterrupted = result_files(tiny_built / "results" / "quick" / "tiny-fig")
+    uninterrupted = {f"tiny-fig/{name}": blob for name, blob in uninterrupted.items()}
     assert resumed.keys() == uninterrupted.keys()
     data = [name for name in resumed if name.endswith(".csv")]
     assert len(data) >= 6  # panels A-E and the claims

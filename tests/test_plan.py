@@ -1,0 +1,134 @@
+"""Which figures share which runs, on the real parameter files (no Snakemake, no JAX).
+
+The README promises that fort-fig4, fig8, fig9 and fig19-taylor2 share one constant-lr parent on
+each profile and that fig9 reuses fig4's children, so the workflow computes each once. These
+tests pin what ``params/*.yaml`` and ``plan`` make of it; a change that splits a shared run
+(or merges two that must differ) fails here before anyone waits for a training run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ntkpaper import params as P
+from ntkpaper import plan
+
+from .conftest import ROOT
+
+PROFILES = ("quick", "paper")
+CONSTANT_LR = ("fort-fig4", "fort-fig8", "fort-fig9", "fort-fig19-taylor2")
+KERNEL = ("fort-fig8", "fort-fig9", "fort-fig19-taylor2", "fort-fig19-wrn")
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def figures(request) -> dict[str, P.Figure]:
+    return P.load_all(request.param, ROOT / "params")
+
+
+def runs(figures):
+    return {fid: plan.figure_runs(fig) for fid, fig in figures.items()}
+
+
+def keys(jobs) -> tuple[str, ...]:
+    return tuple(j.key for j in jobs)
+
+
+def test_the_figures_are_the_readme_s(figures):
+    assert {fid: f.notebook for fid, f in figures.items()} == {
+        "fort-fig2": "fort_integrated_view",
+        "fort-fig3": "fort_integrated_view",
+        "fort-fig4": "fort_integrated_view",
+        "fort-fig8": "fort_linearised",
+        "fort-fig9": "fort_nonlinear_advantage",
+        "fort-fig19-taylor2": "fort_linearised",
+        "fort-fig19-wrn": "fort_linearised",
+    }
+
+
+def test_constant_lr_figures_share_one_parent_and_the_others_have_their_own(figures):
+    r = runs(figures)
+    shared = {r[f].parent.key for f in CONSTANT_LR}
+    assert len(shared) == 1, {f: r[f].parent.key for f in CONSTANT_LR}
+    own = [r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig19-wrn")]
+    assert len({*own, *shared}) == 4  # fig2 (drops), fig3 (CIFAR-100 drops), the WRN
+    parents = [j for j in plan.all_jobs(figures).values() if j.kind == "parent"]
+    assert len(parents) == 4
+
+
+def test_fig9_and_the_other_constant_lr_figures_reuse_fig4_s_children(figures):
+    r = runs(figures)
+    fig4 = r["fort-fig4"]
+    for fid in ("fort-fig8", "fort-fig9", "fort-fig19-taylor2"):
+        assert keys(r[fid].children) == keys(fig4.children), fid
+        assert keys(r[fid].children_measure) == keys(fig4.children_measure), fid
+    # the integrated figures with their own parents share no children
+    for fid in ("fort-fig2", "fort-fig3"):
+        assert not set(keys(r[fid].children)) & set(keys(fig4.children)), fid
+
+
+def test_fig9_draws_fig8_s_runs_and_taylor2_only_its_low_lr_children(figures):
+    r = runs(figures)
+    fig8, fig9, taylor2 = r["fort-fig8"], r["fort-fig9"], r["fort-fig19-taylor2"]
+    assert fig9.linearised.key == fig8.linearised.key
+    assert keys(fig9.low_lr) == keys(fig8.low_lr)
+    assert keys(fig9.jobs()) == keys(fig8.jobs())  # fig9 costs one notebook, nothing more
+    assert taylor2.linearised.key != fig8.linearised.key  # the order-2 Taylor model
+    assert taylor2.linearised.spec["degree"] == 2 and fig8.linearised.spec["degree"] == 1
+    # low-lr children at a t~ both figures use are one run
+    by_t8 = {j.spec["spawn_epoch"]: j.key for j in fig8.low_lr}
+    for j in taylor2.low_lr:
+        assert by_t8.get(j.spec["spawn_epoch"], j.key) == j.key, j.spec["spawn_epoch"]
+    assert {j.spec["spawn_epoch"] for j in taylor2.low_lr} & set(by_t8)
+
+
+def test_only_the_integrated_figures_measure_their_parent(figures):
+    r = runs(figures)
+    measured = [j for j in plan.all_jobs(figures).values() if j.kind == "parent_measure"]
+    assert len(measured) == 3  # fig2, fig3, fig4
+    assert {j.spec["parent"] for j in measured} == {
+        r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig4")
+    }
+    linearised = [j for j in plan.all_jobs(figures).values() if j.kind == "linearised"]
+    assert len(linearised) == 3  # fig8 = fig9, taylor2, WRN
+
+
+def test_every_job_names_the_runs_it_reads(figures):
+    """Each job's spec points at its dependencies' keys, and every dependency is a job of the
+    workflow (so Snakemake builds it); a children job's spawn epoch is one of the parent's
+    snapshots."""
+    jobs = plan.all_jobs(figures)
+    for key, job in jobs.items():
+        assert job.key == key
+        for dep in job.deps:
+            assert dep.key in jobs, (job.kind, dep.kind)
+        if job.kind == "parent":
+            assert job.deps == ()
+            continue
+        (dep,) = job.deps
+        ref = {"children_measure": "children"}.get(job.kind, "parent")
+        assert job.spec[ref] == dep.key, job.kind
+        assert dep.kind == ref
+        if job.kind == "children":
+            train = P.from_dict(P.Train, dep.spec["train"])
+            assert job.spec["spawn_epoch"] in train.snapshot_epochs()
+
+
+def test_the_keys_do_not_depend_on_the_figure_or_the_claims(figures):
+    """Renaming a figure or changing a claim tolerance touches no run."""
+    import dataclasses
+
+    for fid, fig in figures.items():
+        renamed = dataclasses.replace(fig, id=fid + "-copy")
+        claims = dataclasses.replace(
+            fig,
+            params=dataclasses.replace(
+                fig.params,
+                claims=dataclasses.replace(
+                    fig.params.claims,
+                    **{dataclasses.fields(fig.params.claims)[0].name: 0.123},
+                ),
+            ),
+        )
+        want = keys(plan.figure_runs(fig).jobs())
+        assert keys(plan.figure_runs(renamed).jobs()) == want
+        assert keys(plan.figure_runs(claims).jobs()) == want
