@@ -16,8 +16,10 @@ import time
 import jax
 import jax.numpy as jnp
 
-from ntkpaper import linearize, metrics, plan, runs, spawn, views
+from ntkpaper import metrics, models, plan, spawn, views
 from ntkpaper import train as T
+from ntkpaper.jobs.measuring import ntk_of
+from ntkpaper.jobs.setup import setup
 
 
 def timed(fn, repeats: int) -> float:
@@ -37,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     fig = views.load(args.figure, args.profile)
     r = plan.integrated_runs(fig)
-    s = runs.setup(r.parent)
+    s = setup(r.parent)
     ds = s.dataset
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
@@ -69,7 +71,7 @@ def main() -> None:
         "(the compute floor for 4 children)"
     )
     for degree in (1, 2):
-        lin = jax.jit(linearize.make_taylor_step(s.model, s.tx, s.data_params, s.spe, degree))
+        lin = jax.jit(T.make_taylor_step(s.model, s.tx, s.data_params, s.spe, degree))
         anchor = state.params
         tl = timed(
             lambda: lin(
@@ -85,8 +87,7 @@ def main() -> None:
     v = state.variables
     m = fig.params.measure
     xp = ds.x_train[: m.probe_size]
-    spec = {"ntk_trace": m.ntk_trace, "ntk_block": m.ntk_block}
-    tk = timed(lambda: runs.ntk_of(s, v, xp, spec), max(1, args.repeats // 10))
+    tk = timed(lambda: ntk_of(s, v, xp, plan.probe(m)), max(1, args.repeats // 10))
     print(f"NTK Gram, probe {m.probe_size:4d}        {tk:8.2f} s")
     tb = timed(
         lambda: metrics.recompute_batch_stats(
@@ -98,7 +99,7 @@ def main() -> None:
         ),
         3,
     )
-    te = timed(lambda: T.predict(s.model, v, ds.x_test, s.data_params.eval_batch), 3)
+    te = timed(lambda: models.predict(s.model, v, ds.x_test, s.data_params.eval_batch), 3)
     print(f"BN recompute ({m.bn_examples} ex.)   {tb:8.2f} s")
     print(f"test-set forward           {te:8.2f} s")
     print(

@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        from ntkpaper import runs, store
+        from ntkpaper import store
+        from ntkpaper.jobs import execute
 
         compilation_cache(store.runs_dir() / ".jax_cache")
-        runs.execute(jobs[args.key])
+        execute(jobs[args.key])
         return 0
     except Exception as e:  # every expected failure carries its cause and remedy
         from ntkpaper import data as data_lib

@@ -14,6 +14,8 @@ from typing import Any
 
 import jax
 
+from ntkpaper import models
+
 PyTree = Any
 
 
@@ -73,32 +75,9 @@ def model_taylor(model, degree: int) -> Callable:
     mode and the statistics of w~ (``batch_stats``), as in docs/measurements.md.
     """
 
+    f = models.logits(model)
+
     def g(params, x, anchor, batch_stats):
-        f = lambda p, x: model.apply({"params": p, "batch_stats": batch_stats}, x, train=False)  # noqa: E731
-        return taylor_expand(f, anchor, degree)(params, x)
+        return taylor_expand(f, anchor, degree)(params, x, batch_stats)
 
     return g
-
-
-def make_taylor_step(model, tx, data, spe: int, degree: int) -> Callable:
-    """``step(state, key, step, x_train, y_train, anchor, batch_stats) -> (state, loss)``.
-
-    One SGD step on the cross-entropy of the order-``degree`` Taylor model (degree 1: the
-    linearised network f_lin(w) = f(w~) + J_{w~}(w - w~)), on the same minibatches as
-    ordinary training. ``state.params`` start at ``anchor``; ``state.batch_stats`` is unused.
-    Pure: vmap it over several t~ (anchors on axis 0) and jit it at the call site.
-    """
-    from ntkpaper import train as train_lib
-
-    g = model_taylor(model, degree)
-
-    def step(state, key, step, x_train, y_train, anchor, batch_stats):
-        x, y = train_lib.minibatch(data, spe, key, step, x_train, y_train)
-        loss_fn = lambda p: train_lib.cross_entropy(g(p, x, anchor, batch_stats), y)  # noqa: E731
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        return state.replace(
-            params=jax.tree.map(lambda p, u: p + u, state.params, updates), opt_state=opt_state
-        ), loss
-
-    return step

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkpaper import train as train_lib
+from ntkpaper import models
 
 PyTree = Any
 
@@ -144,9 +144,7 @@ def error_barrier(
         if bn_stats == "recompute":
             stats = recompute_batch_stats(model, params, stats, bn_x, batch_size)
         for name, (x, y) in sets.items():
-            logits = train_lib.predict(
-                model, {"params": params, "batch_stats": stats}, x, batch_size
-            )
+            logits = models.predict(model, {"params": params, "batch_stats": stats}, x, batch_size)
             errors[name].append(float(error(logits, y)))
     out = {"alpha": alphas}
     for name, e in errors.items():

@@ -7,7 +7,7 @@ collection so that activation patterns (Fort et al. 2020, section 2) can be read
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -178,3 +178,32 @@ def build(name: str, num_classes: int, **kwargs) -> nn.Module:
     if name == "mlp":
         return MLP(num_classes=num_classes, **kwargs)
     raise ValueError(f"unknown model {name!r}")
+
+
+_LOGITS: dict = {}
+
+
+def logits(model: nn.Module) -> Callable:
+    """``f(params, x, batch_stats) -> (n, K)``: the network in evaluation mode.
+
+    The one evaluation-mode apply (batch norm with the given statistics), shared by
+    predictions, kernels and Taylor models; one function object per model, so compiled
+    programs are reused.
+    """
+    return _LOGITS.setdefault(
+        model,
+        lambda params, x, batch_stats: model.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=False
+        ),
+    )
+
+
+_logits_jit = jax.jit(lambda model, p, x, s: logits(model)(p, x, s), static_argnums=0)
+
+
+def predict(model: nn.Module, variables: dict, x: jax.Array, batch_size: int) -> jax.Array:
+    """Logits (n, K) of ``x`` (n, ...) in evaluation mode, ``batch_size`` at a time."""
+    p, s = variables["params"], variables.get("batch_stats", {})
+    return jnp.concatenate(
+        [_logits_jit(model, p, x[i : i + batch_size], s) for i in range(0, x.shape[0], batch_size)]
+    )

@@ -11,9 +11,6 @@ Imports nothing heavy (no JAX): the Snakefile loads it to build the workflow.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ from typing import Any, Literal
 
 from ntkpaper.schema import FieldError, ParamsError, build, error, read_yaml, spec
 
-__all__ = ["ParamsError", "load_all", "load_figure", "content_key", "as_dict", "from_dict"]
+__all__ = ["ParamsError", "load_all", "load_figure", "read_raw"]
 
 PROFILES = ("quick", "paper")
 
@@ -62,16 +59,25 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class Train:
-    seed: int = spec("seed of initialisation and data order", ge=0)
-    epochs: float = spec("length of training, epochs", gt=0)
+class Sgd:
+    """SGD with momentum and L2 weight decay, lr multiplied by lr_decay at each drop: the
+    optimiser of every run that trains (``train.optimizer``)."""
+
     lr: float = spec("learning rate", gt=0)
     momentum: float = spec("SGD momentum", ge=0, lt=1)
     weight_decay: float = spec("L2 weight decay added to the gradient", ge=0)
     lr_drops: tuple[float, ...] = spec(
-        "epochs at which lr is multiplied by lr_decay", expect="a list of epochs", ge=0
+        "epochs (from the run's start) at which lr is multiplied by lr_decay",
+        expect="a list of epochs",
+        ge=0,
     )
     lr_decay: float = spec("factor applied at each drop", gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class Train(Sgd):
+    seed: int = spec("seed of initialisation and data order", ge=0)
+    epochs: float = spec("length of training, epochs", gt=0)
     snapshots: tuple[Segment, ...] = spec(
         "snapshot schedule: segments {every, until} in epochs, from 0",
         expect="a list of {every, until} segments",
@@ -151,7 +157,7 @@ class IntegratedView:
 
 
 @dataclass(frozen=True)
-class Linearised:
+class Linearised(Sgd):
     """Training of the Taylor model of the parent at t~ (Fort et al. appendix D.4)."""
 
     spawn_epochs: tuple[float, ...] = spec(
@@ -159,13 +165,6 @@ class Linearised:
     )
     degree: int = spec("order of the Taylor model: 1 linearised, 2 quadratic", ge=1, le=2)
     epochs: float = spec("training length after t~, epochs", gt=0)
-    lr: float = spec("learning rate", gt=0)
-    momentum: float = spec("SGD momentum", ge=0, lt=1)
-    weight_decay: float = spec("L2 weight decay added to the gradient", ge=0)
-    lr_drops: tuple[float, ...] = spec(
-        "epochs (after t~) at which lr is multiplied by lr_decay", expect="a list of epochs", ge=0
-    )
-    lr_decay: float = spec("factor applied at each drop", gt=0, le=1)
     seed: int = spec("seed of the data order", ge=0)
 
 
@@ -334,27 +333,3 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-# ---------------------------------------------------------------------------------------
-# Content keys
-# ---------------------------------------------------------------------------------------
-
-
-def as_dict(obj: Any) -> Any:
-    """Plain JSON-able form of a parameter dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj))
-
-
-def content_key(spec: dict) -> str:
-    """Key of a run: sha256 of its canonical JSON spec, 16 hex digits (open_lth's hashname)."""
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def from_dict(cls: type, data: dict) -> Any:
-    """Rebuild a parameter dataclass from ``as_dict`` output (a run's stored spec)."""
-    try:
-        return build(cls, data, "")
-    except FieldError as e:
-        raise ParamsError(f"stored spec: {e.key}: {e.message}") from None

@@ -1,7 +1,8 @@
 """From validated figures to runs: each run is a job keyed by the content of its spec.
 
-A job's spec holds exactly what determines its result, so two figures that need the same
-parent (or the same children) name the same key and share one run. Light (no JAX): the
+A job's spec is a typed record of exactly what determines its result, so two figures that
+need the same parent (or the same children) name the same key and share one run. The key
+also carries the numerics version of the job's kind (``jobs.KINDS``). Light (no JAX): the
 Snakefile imports it to build the workflow, the CLI to find what a key means.
 """
 
@@ -9,22 +10,93 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ntkpaper import params as P
+from ntkpaper.jobs import KINDS
+from ntkpaper.schema import as_dict, content_key
 from ntkpaper.store import data_dir
+
+# ---------------------------------------------------------------------------------------
+# Job specs: what determines a run, by kind
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParentSpec:
+    data: P.Data
+    model: P.Model
+    train: P.Train
+
+
+@dataclass(frozen=True)
+class LowLr:
+    """Children at a constant low learning rate for ``epochs`` after spawning (appendix D.3)."""
+
+    lr: float
+    epochs: float
+
+
+@dataclass(frozen=True)
+class ChildrenSpec:
+    parent: str  # the parent's key
+    spawn_epoch: float
+    n_children: int
+    seed: int
+    low_lr: LowLr | None = None  # None: the parent's schedule, to the parent's last epoch
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The fixed probe subset and how the NTK on it is computed."""
+
+    probe_size: int
+    probe_seed: int
+    ntk_trace: bool
+    ntk_block: int
+
+
+@dataclass(frozen=True)
+class ParentMeasureSpec:
+    parent: str
+    probe: Probe
+
+
+@dataclass(frozen=True)
+class ChildrenMeasureSpec:
+    children: str  # the children run's key
+    probe: Probe
+    barrier_points: int
+    bn_stats: str
+    bn_examples: int
+
+
+@dataclass(frozen=True)
+class LinearisedSpec:
+    parent: str
+    linearised: P.Linearised
 
 
 @dataclass(frozen=True)
 class Job:
-    """One cached run: ``kind`` (a rule), ``key`` = content_key(spec), the runs it reads."""
+    """One cached run: ``kind`` (a rule), its typed ``spec``, the runs it reads."""
 
     kind: str
-    spec: dict
+    spec: Any
     deps: tuple[Job, ...] = ()
+
+    def record(self) -> dict:
+        """The spec as stored (``spec.json``) and hashed: kind, numerics version, fields."""
+        return {"kind": self.kind, "numerics": KINDS[self.kind].numerics, **as_dict(self.spec)}
 
     @property
     def key(self) -> str:
-        return P.content_key(self.spec)
+        return content_key(self.record())
+
+
+# ---------------------------------------------------------------------------------------
+# The runs behind each kind of figure
+# ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -38,73 +110,6 @@ class IntegratedRuns:
 
     def jobs(self) -> list[Job]:
         return [self.parent, self.parent_measure, *self.children, *self.children_measure]
-
-
-def parent_job(data: P.Data, model: P.Model, train: P.Train) -> Job:
-    return Job(
-        "parent",
-        {
-            "kind": "parent",
-            "data": P.as_dict(data),
-            "model": P.as_dict(model),
-            "train": P.as_dict(train),
-        },
-    )
-
-
-def _probe(m: P.Measure) -> dict:
-    return {
-        "probe_size": m.probe_size,
-        "probe_seed": m.probe_seed,
-        "ntk_trace": m.ntk_trace,
-        "ntk_block": m.ntk_block,
-    }
-
-
-def children_jobs(parent: Job, c: P.Children, m: P.Measure) -> tuple[list[Job], list[Job]]:
-    """Children per spawn epoch (the parent's schedule to its end), and their measurements."""
-    children, measures = [], []
-    for e in c.spawn_epochs:
-        job = Job(
-            "children",
-            {
-                "kind": "children",
-                "parent": parent.key,
-                "spawn_epoch": e,
-                "n_children": c.n_children,
-                "seed": c.seed,
-            },
-            (parent,),
-        )
-        children.append(job)
-        measures.append(
-            Job(
-                "children_measure",
-                {
-                    "kind": "children_measure",
-                    "children": job.key,
-                    **_probe(m),
-                    "barrier_points": m.barrier_points,
-                    "bn_stats": m.bn_stats,
-                    "bn_examples": m.bn_examples,
-                },
-                (job,),
-            )
-        )
-    return children, measures
-
-
-def integrated_runs(fig: P.Figure) -> IntegratedRuns:
-    """Parent, its measurements, children per spawn epoch and theirs (figures 2-4)."""
-    p = fig.params
-    parent = parent_job(p.data, p.model, p.parent)
-    parent_measure = Job(
-        "parent_measure",
-        {"kind": "parent_measure", "parent": parent.key, **_probe(p.measure)},
-        (parent,),
-    )
-    children, measures = children_jobs(parent, p.children, p.measure)
-    return IntegratedRuns(parent, parent_measure, tuple(children), tuple(measures))
 
 
 @dataclass(frozen=True)
@@ -121,27 +126,50 @@ class KernelRuns:
         return [self.parent, self.linearised, *self.low_lr, *self.children, *self.children_measure]
 
 
+def parent_job(data: P.Data, model: P.Model, train: P.Train) -> Job:
+    return Job("parent", ParentSpec(data, model, train))
+
+
+def probe(m: P.Measure) -> Probe:
+    return Probe(m.probe_size, m.probe_seed, m.ntk_trace, m.ntk_block)
+
+
+def children_jobs(parent: Job, c: P.Children, m: P.Measure) -> tuple[list[Job], list[Job]]:
+    """Children per spawn epoch (the parent's schedule to its end), and their measurements."""
+    children = [
+        Job("children", ChildrenSpec(parent.key, e, c.n_children, c.seed), (parent,))
+        for e in c.spawn_epochs
+    ]
+    measures = [
+        Job(
+            "children_measure",
+            ChildrenMeasureSpec(job.key, probe(m), m.barrier_points, m.bn_stats, m.bn_examples),
+            (job,),
+        )
+        for job in children
+    ]
+    return children, measures
+
+
+def integrated_runs(fig: P.Figure) -> IntegratedRuns:
+    """Parent, its measurements, children per spawn epoch and theirs (figures 2-4)."""
+    p = fig.params
+    parent = parent_job(p.data, p.model, p.parent)
+    measure = Job("parent_measure", ParentMeasureSpec(parent.key, probe(p.measure)), (parent,))
+    children, measures = children_jobs(parent, p.children, p.measure)
+    return IntegratedRuns(parent, measure, tuple(children), tuple(measures))
+
+
 def kernel_runs(fig: P.Figure) -> KernelRuns:
     """Parent, its Taylor models trained from every t~, low-lr children, barrier children."""
     p = fig.params
     parent = parent_job(p.data, p.model, p.parent)
-    linearised = Job(
-        "linearised",
-        {"kind": "linearised", "parent": parent.key, **P.as_dict(p.linearised)},
-        (parent,),
-    )
+    linearised = Job("linearised", LinearisedSpec(parent.key, p.linearised), (parent,))
+    low = LowLr(p.low_lr.lr, p.low_lr.epochs)
     low_lr = [
         Job(
             "children",
-            {
-                "kind": "children",
-                "parent": parent.key,
-                "spawn_epoch": e,
-                "n_children": p.low_lr.n_children,
-                "seed": p.low_lr.seed,
-                "lr": p.low_lr.lr,
-                "epochs": p.low_lr.epochs,
-            },
+            ChildrenSpec(parent.key, e, p.low_lr.n_children, p.low_lr.seed, low),
             (parent,),
         )
         for e in p.linearised.spawn_epochs
@@ -171,7 +199,8 @@ def all_jobs(figures: dict[str, P.Figure]) -> dict[str, Job]:
     return jobs
 
 
-def dataset_files(parent: Job) -> list[Path]:
+def dataset_files(job: Job) -> list[Path]:
     """The cached dataset a parent run reads (none for the embedded digits)."""
-    name = parent.spec["data"]["dataset"]
-    return [] if name == "digits" else [data_dir() / f"{name}.npz"]
+    if job.kind != "parent" or job.spec.data.dataset == "digits":
+        return []
+    return [data_dir() / f"{job.spec.data.dataset}.npz"]

@@ -9,7 +9,9 @@ message names the file and the dotted key. Imports nothing heavy: the Snakefile 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import math
 import typing
 from dataclasses import field
@@ -190,3 +192,27 @@ def read_yaml(path: Path, shown: str | None = None) -> Any:
         return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         raise ParamsError(f"{shown}: not valid YAML: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Content keys
+# ---------------------------------------------------------------------------------------
+
+
+def as_dict(obj: Any) -> Any:
+    """Plain JSON-able form of a parameter dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj))
+
+
+def content_key(spec: dict) -> str:
+    """Key of a run: sha256 of its canonical JSON spec, 16 hex digits (open_lth's hashname)."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a parameter dataclass from ``as_dict`` output (a run's stored spec)."""
+    try:
+        return build(cls, data, "")
+    except FieldError as e:
+        raise ParamsError(f"stored spec: {e.key}: {e.message}") from None

@@ -1,4 +1,5 @@
-"""Training: TrainState, loss, SGD with momentum and a step schedule, the training loop.
+"""Training: TrainState, loss, SGD with momentum and a step schedule, the training loop,
+and the training step of a Taylor model.
 
 Knows nothing of children: ``spawn`` vmaps the same ``train_step``. Data stay on the
 device; each step gathers its minibatch from a permutation drawn from
@@ -19,7 +20,8 @@ import optax
 from flax import struct
 
 from ntkpaper import data as data_lib
-from ntkpaper.params import Data, Train
+from ntkpaper import linearize, metrics, models
+from ntkpaper.params import Data, Sgd
 
 PyTree = Any
 
@@ -50,23 +52,23 @@ def epoch_to_step(epoch: float, spe: int) -> int:
 
 
 def optimizer(
-    train: Train, spe: int, lr: float | None = None, lr_drops: Sequence[float] | None = None
+    sgd: Sgd, spe: int, lr: float | None = None, lr_drops: Sequence[float] | None = None
 ) -> optax.GradientTransformation:
     """SGD with momentum and L2 weight decay; lr multiplied by ``lr_decay`` at each drop.
 
-    lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. ``train`` is any section with
-    ``lr, momentum, weight_decay, lr_drops, lr_decay`` (a parent's, a linearised run's);
-    ``lr`` and ``lr_drops`` override it (low-learning-rate children) with the same state layout.
+    lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. ``sgd`` is a parent's or a
+    linearised run's section; ``lr`` and ``lr_drops`` override it (low-learning-rate
+    children) with the same state layout.
     """
-    lr = train.lr if lr is None else lr
-    drops = train.lr_drops if lr_drops is None else lr_drops
+    lr = sgd.lr if lr is None else lr
+    drops = sgd.lr_drops if lr_drops is None else lr_drops
     scales: dict[int, float] = {}
     for e in drops:
         s = epoch_to_step(e, spe)
-        scales[s] = scales.get(s, 1.0) * train.lr_decay
+        scales[s] = scales.get(s, 1.0) * sgd.lr_decay
     schedule = optax.piecewise_constant_schedule(lr, scales)
     return optax.chain(
-        optax.add_decayed_weights(train.weight_decay), optax.sgd(schedule, momentum=train.momentum)
+        optax.add_decayed_weights(sgd.weight_decay), optax.sgd(schedule, momentum=sgd.momentum)
     )
 
 
@@ -164,29 +166,31 @@ def run_steps(
     return state
 
 
-def logits_fn(model: nn.Module) -> Callable:
-    """``f(variables, x) -> (n, K)`` logits, batch norm in evaluation mode."""
-    return lambda variables, x: model.apply(variables, x, train=False)
-
-
 def evaluate(
     model: nn.Module, variables: dict, x: jax.Array, y: jax.Array, batch_size: int
 ) -> tuple[float, float]:
     """Error R(w; S) (fraction of wrong arg-max) and mean cross-entropy on (x, y)."""
-    logits = predict(model, variables, x, batch_size)
-    return float(jnp.mean(jnp.argmax(logits, -1) != y)), float(cross_entropy(logits, y))
+    logits = models.predict(model, variables, x, batch_size)
+    return float(metrics.error(logits, y)), float(cross_entropy(logits, y))
 
 
-_apply_eval = jax.jit(
-    lambda model, variables, x: model.apply(variables, x, train=False), static_argnums=0
-)
+def make_taylor_step(model, tx, data: Data, spe: int, degree: int) -> Callable:
+    """``step(state, key, step, x_train, y_train, anchor, batch_stats) -> (state, loss)``.
 
+    One SGD step on the cross-entropy of the order-``degree`` Taylor model (degree 1: the
+    linearised network f_lin(w) = f(w~) + J_{w~}(w - w~)), on the same minibatches as
+    ordinary training. ``state.params`` start at ``anchor``; ``state.batch_stats`` is unused.
+    Pure: vmap it over several t~ (anchors on axis 0) and jit it at the call site.
+    """
+    g = linearize.model_taylor(model, degree)
 
-def predict(model: nn.Module, variables: dict, x: jax.Array, batch_size: int) -> jax.Array:
-    """Logits (n, K) of ``x`` (n, ...) in evaluation mode, ``batch_size`` at a time."""
-    return jnp.concatenate(
-        [
-            _apply_eval(model, variables, x[i : i + batch_size])
-            for i in range(0, x.shape[0], batch_size)
-        ]
-    )
+    def step(state, key, step, x_train, y_train, anchor, batch_stats):
+        x, y = minibatch(data, spe, key, step, x_train, y_train)
+        loss_fn = lambda p: cross_entropy(g(p, x, anchor, batch_stats), y)  # noqa: E731
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(
+            params=jax.tree.map(lambda p, u: p + u, state.params, updates), opt_state=opt_state
+        ), loss
+
+    return step

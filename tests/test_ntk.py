@@ -200,7 +200,7 @@ def resnet_case():
     x2 = jnp.asarray(rng.normal(size=(4, 8, 8, 1)), jnp.float32)
     v = numpy_variables(model, x1, rng)
     params, stats = v["params"], v["batch_stats"]
-    # f(params, x, batch_stats) exactly as ntkpaper.runs.logits_with_stats builds it; one
+    # f(params, x, batch_stats) exactly as ntkpaper.models.logits builds it; one
     # object for the whole module so that the jitted Jacobian is compiled once per shape
     f = lambda params, x, batch_stats: model.apply(  # noqa: E731
         {"params": params, "batch_stats": batch_stats}, x, train=False

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ntkpaper import params
+from ntkpaper import params, schema
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO / "params"
@@ -421,7 +421,7 @@ def test_integer_accepted_for_float_and_same_key(tmp_path):
     b = params.load_figure(write(tmp_path, raw, "b.yaml"), "quick").params.parent
     assert isinstance(a.epochs, float) and a.epochs == 8.0
     assert a == b
-    assert params.content_key(params.as_dict(a)) == params.content_key(params.as_dict(b))
+    assert schema.content_key(schema.as_dict(a)) == schema.content_key(schema.as_dict(b))
 
 
 # ---------------------------------------------------------------------------------------
@@ -432,7 +432,7 @@ def test_integer_accepted_for_float_and_same_key(tmp_path):
 def train(epochs, segments) -> params.Train:
     raw = base()["quick"]["parent"]
     raw.update(epochs=epochs, snapshots=[{"every": e, "until": u} for e, u in segments])
-    return params.from_dict(params.Train, raw)
+    return schema.from_dict(params.Train, raw)
 
 
 def test_snapshot_epochs_two_segments():
@@ -478,10 +478,10 @@ def test_content_key_ignores_key_order():
     a = {"kind": "parent", "train": {"lr": 0.1, "epochs": 8.0, "drops": [4.0, 6.0]}, "seed": 0}
     b = {"seed": 0, "train": {"drops": [4.0, 6.0], "epochs": 8.0, "lr": 0.1}, "kind": "parent"}
     assert list(a) != list(b)
-    ka, kb = params.content_key(a), params.content_key(b)
+    ka, kb = schema.content_key(a), schema.content_key(b)
     assert ka == kb
     assert len(ka) == 16 and int(ka, 16) >= 0
-    assert params.content_key(copy.deepcopy(a)) == ka
+    assert schema.content_key(copy.deepcopy(a)) == ka
 
 
 def _leaves(node, path=()):
@@ -508,8 +508,8 @@ def _changed(value):
 
 
 def test_content_key_changes_with_any_value():
-    spec = params.as_dict(params.load_figure(EXAMPLE, "quick").params)
-    original = params.content_key(spec)
+    spec = schema.as_dict(params.load_figure(EXAMPLE, "quick").params)
+    original = schema.content_key(spec)
     keys = {original}
     leaves = list(_leaves(spec))
     assert len(leaves) > 30
@@ -519,35 +519,35 @@ def test_content_key_changes_with_any_value():
         for k in path[:-1]:
             node = node[k]
         node[path[-1]] = _changed(value)
-        key = params.content_key(changed)
+        key = schema.content_key(changed)
         assert key != original, path
         keys.add(key)
     assert len(keys) == len(leaves) + 1
-    assert params.content_key(spec) == original  # spec itself untouched
+    assert schema.content_key(spec) == original  # spec itself untouched
 
 
 @pytest.mark.parametrize("profile", params.PROFILES)
 def test_from_dict_inverts_as_dict(profile):
     view = params.load_figure(EXAMPLE, profile).params
-    d = params.as_dict(view.parent)
+    d = schema.as_dict(view.parent)
     assert isinstance(d["snapshots"], list) and isinstance(d["snapshots"][0], dict)
-    assert params.from_dict(params.Train, d) == view.parent
-    assert params.from_dict(type(view), params.as_dict(view)) == view
+    assert schema.from_dict(params.Train, d) == view.parent
+    assert schema.from_dict(type(view), schema.as_dict(view)) == view
     # The stored form is plain JSON: key survives the round trip.
-    assert params.content_key(
-        params.as_dict(params.from_dict(params.Train, d))
-    ) == params.content_key(d)
+    assert schema.content_key(
+        schema.as_dict(schema.from_dict(params.Train, d))
+    ) == schema.content_key(d)
 
 
 def test_from_dict_refuses_bad_spec():
-    d = params.as_dict(params.load_figure(EXAMPLE, "quick").params.parent)
+    d = schema.as_dict(params.load_figure(EXAMPLE, "quick").params.parent)
     d["momentum"] = 2
     with pytest.raises(params.ParamsError, match=r"stored spec: momentum: .*< 1"):
-        params.from_dict(params.Train, d)
-    d = params.as_dict(params.load_figure(EXAMPLE, "quick").params.parent)
+        schema.from_dict(params.Train, d)
+    d = schema.as_dict(params.load_figure(EXAMPLE, "quick").params.parent)
     d["extra"] = 1
     with pytest.raises(params.ParamsError, match=r"stored spec: extra: unknown key"):
-        params.from_dict(params.Train, d)
+        schema.from_dict(params.Train, d)
 
 
 # ---------------------------------------------------------------------------------------

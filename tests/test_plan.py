@@ -73,19 +73,22 @@ def test_fig9_draws_fig8_s_runs_and_taylor2_only_its_low_lr_children(figures):
     assert keys(fig9.low_lr) == keys(fig8.low_lr)
     assert keys(fig9.jobs()) == keys(fig8.jobs())  # fig9 costs one notebook, nothing more
     assert taylor2.linearised.key != fig8.linearised.key  # the order-2 Taylor model
-    assert taylor2.linearised.spec["degree"] == 2 and fig8.linearised.spec["degree"] == 1
+    assert (
+        taylor2.linearised.spec.linearised.degree == 2
+        and fig8.linearised.spec.linearised.degree == 1
+    )
     # low-lr children at a t~ both figures use are one run
-    by_t8 = {j.spec["spawn_epoch"]: j.key for j in fig8.low_lr}
+    by_t8 = {j.spec.spawn_epoch: j.key for j in fig8.low_lr}
     for j in taylor2.low_lr:
-        assert by_t8.get(j.spec["spawn_epoch"], j.key) == j.key, j.spec["spawn_epoch"]
-    assert {j.spec["spawn_epoch"] for j in taylor2.low_lr} & set(by_t8)
+        assert by_t8.get(j.spec.spawn_epoch, j.key) == j.key, j.spec.spawn_epoch
+    assert {j.spec.spawn_epoch for j in taylor2.low_lr} & set(by_t8)
 
 
 def test_only_the_integrated_figures_measure_their_parent(figures):
     r = runs(figures)
     measured = [j for j in plan.all_jobs(figures).values() if j.kind == "parent_measure"]
     assert len(measured) == 3  # fig2, fig3, fig4
-    assert {j.spec["parent"] for j in measured} == {
+    assert {j.spec.parent for j in measured} == {
         r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig4")
     }
     linearised = [j for j in plan.all_jobs(figures).values() if j.kind == "linearised"]
@@ -106,11 +109,10 @@ def test_every_job_names_the_runs_it_reads(figures):
             continue
         (dep,) = job.deps
         ref = {"children_measure": "children"}.get(job.kind, "parent")
-        assert job.spec[ref] == dep.key, job.kind
+        assert getattr(job.spec, ref) == dep.key, job.kind
         assert dep.kind == ref
         if job.kind == "children":
-            train = P.from_dict(P.Train, dep.spec["train"])
-            assert job.spec["spawn_epoch"] in train.snapshot_epochs()
+            assert job.spec.spawn_epoch in dep.spec.train.snapshot_epochs()
 
 
 def test_the_keys_do_not_depend_on_the_figure_or_the_claims(figures):

@@ -7,6 +7,7 @@ epoch 1.5) is trained once for the module; every test reads its snapshots from t
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import jax
@@ -16,11 +17,13 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntkpaper import models, plan, runs, spawn, store
+from ntkpaper import models, plan, spawn, store
 from ntkpaper import params as P
 from ntkpaper import train as T
-from ntkpaper.linearize import make_taylor_step
-from ntkpaper.plan import Job
+from ntkpaper.jobs import execute
+from ntkpaper.jobs.setup import Setup, setup
+from ntkpaper.plan import Job, LowLr
+from ntkpaper.train import make_taylor_step
 
 from .conftest import write_tiny, write_tiny_kernel
 
@@ -44,15 +47,15 @@ def env(tmp_path_factory):
         integrated = plan.integrated_runs(figures["tiny-fig"])
         kernel = plan.kernel_runs(figures["tiny-kernel"])
         assert kernel.parent.key == integrated.parent.key
-        runs.execute(integrated.parent)
-        s = runs.setup(integrated.parent)
+        execute(integrated.parent)
+        s = setup(integrated.parent)
         assert s.spe == 44 and s.train_params.epochs == 2
         yield SimpleNamespace(
             parent=integrated.parent, integrated=integrated, kernel=kernel, setup=s
         )
 
 
-def snapshot_state(s: runs.Setup, parent: Job, step: int) -> T.TrainState:
+def snapshot_state(s: Setup, parent: Job, step: int) -> T.TrainState:
     """The parent's state at ``step``, read from the store."""
     snap = store.parent_snapshot(parent, step)
     t = s.template()
@@ -88,8 +91,8 @@ class _Captured(Exception):
 
 def test_children_start_from_the_trained_parent_snapshot_with_their_own_keys(env, monkeypatch):
     s, job = env.setup, env.integrated.children[1]
-    n, seed = job.spec["n_children"], job.spec["seed"]
-    spawn_step = s.step_of(job.spec["spawn_epoch"])
+    n, seed = job.spec.n_children, job.spec.seed
+    spawn_step = s.step_of(job.spec.spawn_epoch)
     assert spawn_step == 44
     seen = {}
 
@@ -99,7 +102,7 @@ def test_children_start_from_the_trained_parent_snapshot_with_their_own_keys(env
 
     monkeypatch.setattr(T, "run_steps", capture)
     with pytest.raises(_Captured):
-        runs.execute(job)
+        execute(job)
 
     snap = store.parent_snapshot(env.parent, spawn_step)
     assert int(snap["step"]) == spawn_step
@@ -150,12 +153,12 @@ def test_children_start_from_the_trained_parent_snapshot_with_their_own_keys(env
 
 def test_children_runner_equals_children_trained_alone_across_an_epoch_boundary(env):
     s, job = env.setup, env.integrated.children[0]
-    n, seed = job.spec["n_children"], job.spec["seed"]
-    spawn_step, end = s.step_of(job.spec["spawn_epoch"]), s.step_of(s.train_params.epochs)
+    n, seed = job.spec.n_children, job.spec.seed
+    spawn_step, end = s.step_of(job.spec.spawn_epoch), s.step_of(s.train_params.epochs)
     # spawned mid-epoch; crosses the epoch boundary at step 44 and the lr drop at step 66
     assert (spawn_step, end, s.spe) == (22, 88, 44)
     assert s.step_of(s.train_params.lr_drops[0]) == 66
-    runs.execute(job)
+    execute(job)
     final = store.final(job)
 
     ds = s.dataset
@@ -237,15 +240,12 @@ def test_linearised_runner_vmapped_over_t_equals_each_t_alone(env, monkeypatch):
     calls = recording_run_steps(monkeypatch)
 
     def job(spawn_epochs):
-        return Job(
-            "linearised",
-            {**base.spec, "spawn_epochs": spawn_epochs, "epochs": 0.25},
-            base.deps,
-        )
+        lp = dataclasses.replace(base.spec.linearised, spawn_epochs=spawn_epochs, epochs=0.25)
+        return Job("linearised", dataclasses.replace(base.spec, linearised=lp), base.deps)
 
     together, *alone = job([0.5, 1.0]), job([0.5]), job([1.0])
     for j in (together, *alone):
-        runs.execute(j)
+        execute(j)
     assert len(calls) == 3 and all(c.stops[-1] == 11 for c in calls)
     moved = max(
         float(jnp.max(jnp.abs(a - b)))
@@ -269,7 +269,7 @@ def test_linearised_runner_vmapped_over_t_equals_each_t_alone(env, monkeypatch):
                 a, b[0], rtol=1e-4, atol=1e-5, err_msg=f"t~ {i}: {jax.tree_util.keystr(path)}"
             )
         # at epoch 0 the Taylor model is the parent at t~: its stored test error
-        snap = store.parent_snapshot(env.parent, s.step_of(j.spec["spawn_epochs"][0]))
+        snap = store.parent_snapshot(env.parent, s.step_of(j.spec.linearised.spawn_epochs[0]))
         np.testing.assert_allclose(both["test_error"][0, i], snap["test_error"], atol=1e-6)
     assert both["test_error"][0, 0] != both["test_error"][0, 1]
 
@@ -277,14 +277,15 @@ def test_linearised_runner_vmapped_over_t_equals_each_t_alone(env, monkeypatch):
 def test_low_lr_children_train_at_their_own_constant_lr(env, monkeypatch):
     s, base = env.setup, env.kernel.low_lr[1]
     # from epoch 1 for 0.6 epochs: past the parent's lr drop (1.5), which they must ignore
-    job = Job("children", {**base.spec, "epochs": 0.6}, base.deps)
-    lr, n, seed = job.spec["lr"], job.spec["n_children"], job.spec["seed"]
+    low = LowLr(base.spec.low_lr.lr, epochs=0.6)
+    job = Job("children", dataclasses.replace(base.spec, low_lr=low), base.deps)
+    lr, n, seed = job.spec.low_lr.lr, job.spec.n_children, job.spec.seed
     assert lr < s.train_params.lr
-    spawn_step = s.step_of(job.spec["spawn_epoch"])
-    end = spawn_step + s.step_of(job.spec["epochs"])
+    spawn_step = s.step_of(job.spec.spawn_epoch)
+    end = spawn_step + s.step_of(job.spec.low_lr.epochs)
     assert (spawn_step, end) == (44, 70)
     calls = recording_run_steps(monkeypatch)
-    runs.execute(job)
+    execute(job)
     (call,) = calls
     assert call.start == spawn_step and call.stops[-1] == end
     final = store.final(job)

@@ -1,0 +1,47 @@
+"""Kinds of runs: one module per family, one Snakemake rule per kind.
+
+Light (no JAX): the Snakefile reads ``KINDS`` to make its rules and ``plan`` reads each kind's
+numerics version into every run key, so a change to what a runner computes is a new key, not
+a stale run that looks valid. Bump ``numerics`` by hand when a kind's numbers can change;
+``tests/test_numerics.py`` fails, naming the kind, when the code behind it changes without a
+bump (or without recording that its numbers did not change).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    module: str  # ntkpaper.jobs.<module> defines run_<kind>(job)
+    numerics: int  # part of every run key of this kind
+    about: str  # what one run does (the rule's message)
+
+
+KINDS: dict[str, Kind] = {
+    "parent": Kind("training", 1, "train a parent; a snapshot at every scheduled epoch"),
+    "children": Kind("training", 1, "children of one spawn epoch, trained as one vmapped program"),
+    "linearised": Kind("linearised", 1, "Taylor models of the parent at every t~, vmapped"),
+    "parent_measure": Kind("measuring", 1, "NTK and ReLU patterns at every parent snapshot"),
+    "children_measure": Kind("measuring", 1, "error barrier and distances between two children"),
+}
+
+
+def execute(job) -> None:
+    """Run ``job`` unless its manifest says it is complete; its dependencies must be."""
+    from ntkpaper import store
+
+    if store.is_complete(job.kind, job.key):
+        print(f"{job.kind} {job.key}: complete", file=sys.stderr, flush=True)
+        return
+    for dep in job.deps:
+        if not store.is_complete(dep.kind, dep.key):
+            raise RuntimeError(
+                f"{job.kind} {job.key} needs {dep.kind} {dep.key}, which is not "
+                "complete; run the workflow (make figures) rather than this job alone"
+            )
+    module = importlib.import_module(f"ntkpaper.jobs.{KINDS[job.kind].module}")
+    getattr(module, f"run_{job.kind}")(job)
