@@ -124,14 +124,14 @@ def error_barrier(
     bn_x: jax.Array,
     batch_size: int,
     points: int = 21,
-    bn_stats: Literal["recompute", "interpolate"] = "recompute",
+    bn_stats: Literal["recompute", "running"] = "recompute",
 ) -> dict:
     """Error barrier on the linear path between two networks (Fort et al. 2020, section 2).
 
     w_a = a w + (1 - a) w', a on ``points`` evenly spaced values in [0, 1];
     barrier = max_a R(w_a) - (R(w_0) + R(w_1)) / 2, on each evaluation set. With
     ``bn_stats="recompute"`` each w_a gets running statistics recomputed on ``bn_x``
-    (training inputs) before it is evaluated; ``"interpolate"`` interpolates the stored ones.
+    (training inputs) before it is evaluated; ``"running"`` interpolates the stored ones.
 
     Args: v1, v2: variables ``{"params", "batch_stats"}``; sets: ``{name: (x (n, ...), y (n,))}``.
     Returns: ``{"alpha": (points,), "error_<name>": (points,), "barrier_<name>": ()}``.

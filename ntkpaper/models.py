@@ -21,6 +21,12 @@ def relu(module: nn.Module, x: jax.Array) -> jax.Array:
     return y
 
 
+INITS = {
+    "he": nn.initializers.he_normal(),  # variance 2 / fan_in (He et al. 2015), the CIFAR ResNets'
+    "lecun": nn.initializers.lecun_normal(),  # variance 1 / fan_in, Flax's default
+}
+
+
 class Norm(nn.Module):
     """Batch norm, or the identity when ``enabled`` is False (ResNet-20 without BN)."""
 
@@ -45,11 +51,17 @@ class BasicBlock(nn.Module):
     stride: int
     batch_norm: bool
     bn_momentum: float
+    weight_init: str = "he"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         conv = lambda s: nn.Conv(  # noqa: E731
-            self.channels, (3, 3), strides=(s, s), padding="SAME", use_bias=not self.batch_norm
+            self.channels,
+            (3, 3),
+            strides=(s, s),
+            padding="SAME",
+            use_bias=not self.batch_norm,
+            kernel_init=INITS[self.weight_init],
         )
         y = conv(self.stride)(x)
         y = relu(self, Norm(self.batch_norm, self.bn_momentum)(y, train))
@@ -78,6 +90,7 @@ class ResNet(nn.Module):
     width: float = 1.0
     batch_norm: bool = True
     bn_momentum: float = 0.9
+    weight_init: str = "he"  # weights of convolutions and the dense layer: INITS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -85,14 +98,19 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet depth must be 6n + 2, got {self.depth}")
         n = (self.depth - 2) // 6
         channels = [max(1, round(c * self.width)) for c in (16, 32, 64)]
-        x = nn.Conv(channels[0], (3, 3), padding="SAME", use_bias=not self.batch_norm)(x)
+        k = INITS[self.weight_init]
+        x = nn.Conv(
+            channels[0], (3, 3), padding="SAME", use_bias=not self.batch_norm, kernel_init=k
+        )(x)
         x = relu(self, Norm(self.batch_norm, self.bn_momentum)(x, train))
         for stage, c in enumerate(channels):
             for block in range(n):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(c, stride, self.batch_norm, self.bn_momentum)(x, train)
+                x = BasicBlock(c, stride, self.batch_norm, self.bn_momentum, self.weight_init)(
+                    x, train
+                )
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes)(x)
+        return nn.Dense(self.num_classes, kernel_init=k)(x)
 
 
 class WideBlock(nn.Module):
@@ -102,14 +120,20 @@ class WideBlock(nn.Module):
     channels: int
     stride: int
     bn_momentum: float
+    weight_init: str = "he"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        k = INITS[self.weight_init]
         y = relu(self, Norm(True, self.bn_momentum)(x, train))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.channels:
             shortcut = nn.Conv(
-                self.channels, (1, 1), strides=(self.stride, self.stride), use_bias=False
+                self.channels,
+                (1, 1),
+                strides=(self.stride, self.stride),
+                use_bias=False,
+                kernel_init=k,
             )(y)
         y = nn.Conv(
             self.channels,
@@ -117,9 +141,10 @@ class WideBlock(nn.Module):
             strides=(self.stride, self.stride),
             padding="SAME",
             use_bias=False,
+            kernel_init=k,
         )(y)
         y = relu(self, Norm(True, self.bn_momentum)(y, train))
-        y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False)(y)
+        y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False, kernel_init=k)(y)
         return y + shortcut
 
 
@@ -135,6 +160,7 @@ class WideResNet(nn.Module):
     width: float = 4.0
     batch_norm: bool = True
     bn_momentum: float = 0.9
+    weight_init: str = "he"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -143,13 +169,15 @@ class WideResNet(nn.Module):
         if not self.batch_norm:
             raise ValueError("the Wide ResNet here always has batch norm")
         n = (self.depth - 4) // 6
-        x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False)(x)
+        k = INITS[self.weight_init]
+        x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False, kernel_init=k)(x)
         for group, c in enumerate((16, 32, 64)):
             for block in range(n):
                 stride = 2 if group > 0 and block == 0 else 1
-                x = WideBlock(max(1, round(c * self.width)), stride, self.bn_momentum)(x, train)
+                c_k = max(1, round(c * self.width))
+                x = WideBlock(c_k, stride, self.bn_momentum, self.weight_init)(x, train)
         x = relu(self, Norm(True, self.bn_momentum)(x, train))
-        return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+        return nn.Dense(self.num_classes, kernel_init=k)(jnp.mean(x, axis=(1, 2)))
 
 
 class MLP(nn.Module):

@@ -43,6 +43,11 @@ class Model:
     depth: int = spec("depth: 6n + 2 for ResNet (20), 6n + 4 for Wide ResNet (16)", gt=1)
     width: float = spec("width multiplier of every channel count (WRN: widen factor k)", gt=0)
     batch_norm: bool = spec("batch norm on (false: the 'no BN' variant)")
+    weight_init: Literal["he", "lecun"] = spec(
+        "weights of convolutions and dense layers: he (variance 2/fan_in, He et al.; the CIFAR "
+        "ResNets') or lecun (1/fan_in, Flax's default)",
+        default="he",
+    )
 
     def check(self) -> None:
         n, offset = (6, 2) if self.name == "resnet" else (6, 4)
@@ -82,19 +87,34 @@ class Train(Sgd):
         "snapshot schedule: segments {every, until} in epochs, from 0",
         expect="a list of {every, until} segments",
     )
+    pair_dt: float | None = spec(
+        "also snapshot t + pair_dt after every scheduled t (epochs): the pairs of the kernel "
+        "velocity v(t) = S(t, t + dt) / dt at one fixed dt",
+        default=None,
+        gt=0,
+    )
 
     def snapshot_epochs(self) -> list[float]:
-        """Epochs of the snapshots: 0, each segment's grid and its ``until``, and the end."""
+        """Epochs of the snapshots: 0, each segment's grid and its ``until``, the end, and
+        with ``pair_dt`` each of those plus ``pair_dt``."""
         epochs, start = [0.0, self.epochs], 0.0
         for seg in self.snapshots:
             n = int((seg.until - start) / seg.every + 1e-6)
             epochs += [start + seg.every * (i + 1) for i in range(n)] + [seg.until]
             start = seg.until
+        if self.pair_dt:
+            epochs += [e + self.pair_dt for e in epochs]
         return sorted({round(e, 6) for e in epochs if e <= self.epochs + 1e-9})
 
     def check_snapshots(self, key: str, epochs: tuple[float, ...]) -> None:
-        """Refuse an epoch (``key[i]``) that is not on this run's snapshot schedule."""
+        """Refuse a list of epochs that does not start at 0 and increase (the claims read its
+        first entry as the start of training), or an epoch not on the snapshot schedule."""
         snaps = self.snapshot_epochs()
+        if epochs and epochs[0] != 0:
+            raise error(f"{key}[0]", "0 (the list starts at the start of training)", epochs[0])
+        for i in range(1, len(epochs)):
+            if epochs[i] <= epochs[i - 1]:
+                raise error(f"{key}[{i}]", f"an epoch after {key}[{i - 1}] (sorted)", epochs[i])
         for i, e in enumerate(epochs):
             if not any(abs(e - s) < 1e-6 for s in snaps):
                 raise error(f"{key}[{i}]", "an epoch of the parent's snapshot schedule", e)
@@ -126,8 +146,11 @@ class Measure:
     bn_examples: int = spec("training examples used to recompute batch-norm statistics", gt=0)
     ntk_trace: bool = spec("NTK traced over logits (true) or full mK x mK (false)", default=True)
     barrier_points: int = spec("points on the interpolation path", ge=2, default=21)
-    bn_stats: Literal["recompute", "interpolate"] = spec(
-        "batch-norm statistics of interpolated networks", default="recompute"
+    bn_stats: Literal["recompute", "running"] = spec(
+        "batch-norm statistics of every measured network (snapshots, children, points of the "
+        "barrier path, linearisation anchors): recomputed on the first bn_examples training "
+        "inputs, or the stored running ones (interpolated along the barrier path)",
+        default="recompute",
     )
 
 
@@ -180,6 +203,8 @@ class LowLrChildren:
 
 @dataclass(frozen=True)
 class KernelClaims:
+    late_epoch: float = spec("from this t~ on, the nonlinear advantage should have vanished", ge=0)
+    correlation_points: int = spec("the correlation claim needs at least this many t~", ge=3)
     speedup: float = spec("error of the kernel at t~ should fall by this factor vs t~ = 0", gt=0)
     within_epochs: float = spec("... for some t~ at most this many epochs", ge=0)
     match_gap: float = spec("a linearised error within this of the baseline 'matches' it", ge=0)
@@ -200,6 +225,11 @@ class KernelLearning:
     children: Children = spec("children at the parent's own lr, for the error barrier")
     measure: Measure = spec("measurements of the children (error barrier)")
     claims: KernelClaims = spec("tolerances of the claims table")
+    standard: Train | None = spec(
+        "full training on the standard schedule (with lr drops), drawn beside the constant-lr "
+        "parent as the paper's 'network trained for the standard full 200 epochs'",
+        default=None,
+    )
 
     def check(self) -> None:
         self.parent.check_snapshots("linearised.spawn_epochs", self.linearised.spawn_epochs)

@@ -57,24 +57,34 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class BatchNorm:
+    """Statistics of a measured network: ``recompute``d on the first ``bn_examples`` training
+    inputs, or the stored ``running`` ones (docs/measurements.md)."""
+
+    bn_stats: str
+    bn_examples: int
+
+
+@dataclass(frozen=True)
 class ParentMeasureSpec:
     parent: str
     probe: Probe
+    bn: BatchNorm
 
 
 @dataclass(frozen=True)
 class ChildrenMeasureSpec:
     children: str  # the children run's key
     probe: Probe
+    bn: BatchNorm
     barrier_points: int
-    bn_stats: str
-    bn_examples: int
 
 
 @dataclass(frozen=True)
 class LinearisedSpec:
     parent: str
     linearised: P.Linearised
+    bn: BatchNorm  # of the parent at each t~, the statistics of its Taylor model
 
 
 @dataclass(frozen=True)
@@ -121,9 +131,14 @@ class KernelRuns:
     low_lr: tuple[Job, ...]  # low-learning-rate children, one job per t~
     children: tuple[Job, ...]  # children at the parent's lr, for the error barrier
     children_measure: tuple[Job, ...]
+    standard: Job | None = None  # full training on the standard schedule, for comparison
 
     def jobs(self) -> list[Job]:
-        return [self.parent, self.linearised, *self.low_lr, *self.children, *self.children_measure]
+        standard = [self.standard] if self.standard else []
+        return [
+            self.parent, self.linearised, *self.low_lr, *self.children, *self.children_measure,
+            *standard,
+        ]  # fmt: skip
 
 
 def parent_job(data: P.Data, model: P.Model, train: P.Train) -> Job:
@@ -132,6 +147,10 @@ def parent_job(data: P.Data, model: P.Model, train: P.Train) -> Job:
 
 def probe(m: P.Measure) -> Probe:
     return Probe(m.probe_size, m.probe_seed, m.ntk_trace, m.ntk_block)
+
+
+def batch_norm(m: P.Measure) -> BatchNorm:
+    return BatchNorm(m.bn_stats, m.bn_examples)
 
 
 def children_jobs(parent: Job, c: P.Children, m: P.Measure) -> tuple[list[Job], list[Job]]:
@@ -143,7 +162,7 @@ def children_jobs(parent: Job, c: P.Children, m: P.Measure) -> tuple[list[Job], 
     measures = [
         Job(
             "children_measure",
-            ChildrenMeasureSpec(job.key, probe(m), m.barrier_points, m.bn_stats, m.bn_examples),
+            ChildrenMeasureSpec(job.key, probe(m), batch_norm(m), m.barrier_points),
             (job,),
         )
         for job in children
@@ -155,7 +174,8 @@ def integrated_runs(fig: P.Figure) -> IntegratedRuns:
     """Parent, its measurements, children per spawn epoch and theirs (figures 2-4)."""
     p = fig.params
     parent = parent_job(p.data, p.model, p.parent)
-    measure = Job("parent_measure", ParentMeasureSpec(parent.key, probe(p.measure)), (parent,))
+    spec = ParentMeasureSpec(parent.key, probe(p.measure), batch_norm(p.measure))
+    measure = Job("parent_measure", spec, (parent,))
     children, measures = children_jobs(parent, p.children, p.measure)
     return IntegratedRuns(parent, measure, tuple(children), tuple(measures))
 
@@ -164,7 +184,8 @@ def kernel_runs(fig: P.Figure) -> KernelRuns:
     """Parent, its Taylor models trained from every t~, low-lr children, barrier children."""
     p = fig.params
     parent = parent_job(p.data, p.model, p.parent)
-    linearised = Job("linearised", LinearisedSpec(parent.key, p.linearised), (parent,))
+    spec = LinearisedSpec(parent.key, p.linearised, batch_norm(p.measure))
+    linearised = Job("linearised", spec, (parent,))
     low = LowLr(p.low_lr.lr, p.low_lr.epochs)
     low_lr = [
         Job(
@@ -175,7 +196,8 @@ def kernel_runs(fig: P.Figure) -> KernelRuns:
         for e in p.linearised.spawn_epochs
     ]
     children, measures = children_jobs(parent, p.children, p.measure)
-    return KernelRuns(parent, linearised, tuple(low_lr), tuple(children), tuple(measures))
+    standard = parent_job(p.data, p.model, p.standard) if p.standard else None
+    return KernelRuns(parent, linearised, tuple(low_lr), tuple(children), tuple(measures), standard)
 
 
 RUNS_OF = {

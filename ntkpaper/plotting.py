@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,10 +59,30 @@ def against_spawn(
     for label, y in series.items():
         ax.plot(spawn_epoch, y, "o-", label=label)
     if log_x:
-        ax.set_xscale(
-            "symlog", linthresh=max(1e-3, float(np.min(spawn_epoch[spawn_epoch > 0], initial=1.0)))
-        )
+        symlog_epochs(ax, spawn_epoch)
     ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def symlog_epochs(ax, epochs: np.ndarray, most: int = 7) -> None:
+    """A symlog x axis (epoch 0 beside the early epochs) ticked at the data's own epochs,
+    thinned to ``most`` and labelled plainly (no "10^-1" crowding the "0")."""
+    epochs = np.unique(np.asarray(epochs, dtype=float))
+    ax.set_xscale("symlog", linthresh=max(1e-3, float(np.min(epochs[epochs > 0], initial=1.0))))
+    ticks = epochs[np.unique(np.linspace(0, len(epochs) - 1, min(most, len(epochs))).round())
+                   .astype(int)]  # fmt: skip
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
+def velocity(ax, epoch: np.ndarray, series: dict[str, np.ndarray], marks: Sequence[float] = ()):
+    """Panel F: kernel (and ReLU) velocity S(t, t + dt) / dt against t; drops dashed."""
+    for label, y in series.items():
+        ax.plot(epoch, y, "o-", ms=3, label=label)
+    for m in marks:
+        ax.axvline(m, ls="--", color="k", lw=0.8)
+    ax.set(xlabel="epoch t", ylabel="distance per epoch", yscale="log")
     ax.legend(fontsize="small")
     return ax
 
@@ -74,8 +95,9 @@ def heatmap(ax, epoch: np.ndarray, matrix: np.ndarray, label: str, marks: Sequen
     """
     im = ax.imshow(matrix, origin="lower", cmap="viridis", interpolation="nearest")
     ticks = np.unique(np.linspace(0, len(epoch) - 1, min(6, len(epoch))).round().astype(int))
-    ax.set_xticks(ticks, [f"{epoch[i]:.3g}" for i in ticks])
-    ax.set_yticks(ticks, [f"{epoch[i]:.3g}" for i in ticks])
+    labels = [f"{round(float(epoch[i]), 1):g}" for i in ticks]  # snapshots sit on whole steps
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
     for m in marks:
         i = np.interp(m, epoch, np.arange(len(epoch)))
         ax.axvline(i, ls="--", color="w", lw=1)
@@ -93,15 +115,19 @@ def kernel_learning(
     low_lr: np.ndarray,
     baseline: float,
     degree: int = 1,
+    standard: float = float("nan"),
 ):
     """Fort et al. figure 8: final test error of the Taylor model trained from t~ (green), of
-    low-lr children spawned at t~ (blue), of full training (purple), initial NTK marked."""
+    low-lr children spawned at t~ (blue), of full training (purple: the constant-lr parent,
+    dashed: the standard schedule with lr drops), initial NTK marked."""
     name = "linearised" if degree == 1 else f"Taylor order {degree}"
     ax.plot(t_tilde, linearised, "o-", color="tab:green", label=f"{name} from t~")
     ax.plot(t_tilde, low_lr, "s-", color="tab:blue", label="low-lr children from t~")
-    ax.axhline(baseline, color="tab:purple", label="full training")
+    ax.axhline(baseline, color="tab:purple", label="full training, constant lr")
+    if np.isfinite(standard):
+        ax.axhline(standard, color="tab:purple", ls="--", label="full training, lr drops")
     ax.axhline(linearised[0], color="tab:green", ls=":", label="initial NTK (t~ = 0)")
-    ax.set_xscale("symlog", linthresh=max(1e-3, float(np.min(t_tilde[t_tilde > 0], initial=1.0))))
+    symlog_epochs(ax, t_tilde)
     ax.set(xlabel="t~ (epoch of the parent)", ylabel="test error")
     ax.legend(fontsize="small")
     return ax

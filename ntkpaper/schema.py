@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import types
 import typing
 from dataclasses import field
 from pathlib import Path
@@ -60,7 +61,7 @@ def _describe(tp: Any) -> str:
 def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
     expect = meta.get("expect") or _describe(tp)
     origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
         if value is None:
             return None
         return _convert(typing.get_args(tp)[0], value, key, meta)

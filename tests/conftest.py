@@ -74,7 +74,7 @@ def write_tiny_kernel(directory: Path, name: str = "tiny-kernel") -> Path:
     section["low_lr"] = {"lr": 0.01, "epochs": 1, "n_children": 2, "seed": 3}
     section["claims"] = {
         "speedup": 3, "within_epochs": 1, "match_gap": 0.01, "match_fraction": 0.5,
-        "advantage_zero": 0.01, "correlation_min": 0.5,
+        "advantage_zero": 0.01, "correlation_min": 0.5, "late_epoch": 1, "correlation_points": 3,
     }  # fmt: skip
     path = directory / f"{name}.yaml"
     path.write_text(

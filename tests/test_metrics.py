@@ -428,7 +428,7 @@ def test_recompute_batch_stats_without_batch_norm_returns_input():
 # --------------------------------------------------------------------------- error barrier
 
 
-@pytest.mark.parametrize("bn_stats", ["recompute", "interpolate"])
+@pytest.mark.parametrize("bn_stats", ["recompute", "running"])
 def test_error_barrier_of_network_with_itself_is_zero(resnet_bn_case, bn_stats):
     x_train, v = resnet_bn_case
     rng = np.random.default_rng(11)
@@ -442,7 +442,7 @@ def test_error_barrier_of_network_with_itself_is_zero(resnet_bn_case, bn_stats):
     np.testing.assert_allclose(out["alpha"], [0.0, 0.5, 1.0])
     assert abs(float(out["barrier_test"])) <= 1e-7
     assert np.all(e == e[0])
-    if bn_stats == "interpolate":  # stored statistics: the network's own error (n = 8)
+    if bn_stats == "running":  # stored statistics: the network's own error (n = 8)
         own = np_error(resnet_eval(v, x), y)
         np.testing.assert_allclose(e, own, rtol=0, atol=1e-6)
 
@@ -467,7 +467,7 @@ def mlp_pair():
     return model, v1, v2, sets
 
 
-@pytest.mark.parametrize("bn_stats", ["recompute", "interpolate"])
+@pytest.mark.parametrize("bn_stats", ["recompute", "running"])
 def test_error_barrier_mlp_matches_dense_loop(mlp_pair, bn_stats):
     model, v1, v2, sets = mlp_pair
     points = 7
@@ -498,7 +498,7 @@ def test_error_barrier_mlp_matches_dense_loop(mlp_pair, bn_stats):
     assert np.ptp(np.asarray(out["error_test"])) > 0  # the curve is not flat: a real check
 
 
-@pytest.mark.parametrize("bn_stats", ["recompute", "interpolate"])
+@pytest.mark.parametrize("bn_stats", ["recompute", "running"])
 def test_error_barrier_resnet_two_networks_matches_dense_loop(resnet_bn_case, bn_stats):
     # two different BN networks: at each alpha, params interpolated by hand and the running
     # statistics either interpolated by hand or recomputed by hand (numpy mean/var of every

@@ -238,3 +238,25 @@ def test_resnet_without_batch_norm_trains():
     )
     in_train, in_eval = both(params, x)
     np.testing.assert_allclose(in_train, in_eval, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,depth", [("resnet", 8), ("wrn", 10)])
+def test_he_initialisation_has_twice_the_variance_of_lecun(name, depth):
+    """``model.weight_init: he`` draws every convolution and the dense layer with variance
+    2 / fan_in (He et al.), ``lecun`` with 1 / fan_in (Flax's default)."""
+    x = jnp.zeros((1, 8, 8, 3))
+    stds = {}
+    for init in ("he", "lecun"):
+        model = models.build(name, 10, depth=depth, width=1.0, batch_norm=True, weight_init=init)
+        params = model.init(jax.random.PRNGKey(0), x)["params"]
+        kernels = {
+            jax.tree_util.keystr(p): np.asarray(a)
+            for p, a in jax.tree_util.tree_leaves_with_path(params)
+            if p[-1].key == "kernel"
+        }
+        stds[init] = {k: (a.std(), np.prod(a.shape[:-1])) for k, a in kernels.items()}
+    assert stds["he"].keys() == stds["lecun"].keys() and len(stds["he"]) >= 8
+    for k, (he, fan_in) in stds["he"].items():
+        lecun = stds["lecun"][k][0]
+        np.testing.assert_allclose(he, np.sqrt(2 / fan_in), rtol=0.25, err_msg=k)
+        np.testing.assert_allclose(lecun, np.sqrt(1 / fan_in), rtol=0.25, err_msg=k)

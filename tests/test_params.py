@@ -262,7 +262,7 @@ MALFORMED = [
         "bad-bn-stats",
         setp("quick", "measure", "bn_stats", "average"),
         "quick.measure.bn_stats",
-        ["'recompute'", "'interpolate'"],
+        ["'recompute'", "'running'"],
     ),
     ("section-not-mapping", setp("quick", "parent", 5), "quick.parent", ["expected", "5"]),
     ("profile-not-mapping", setp("quick", [1, 2]), "quick", ["expected a mapping"]),
@@ -294,6 +294,19 @@ MALFORMED = [
     ("missing-profile", delp("quick"), "quick", ["missing"]),
     ("null-profile", setp("quick", None), "quick", ["expected a mapping"]),
     ("resnet-depth", setp("quick", "model", "depth", 21), "quick.model.depth", ["6n + 2", "21"]),
+    (
+        "spawn-unsorted",
+        setp("quick", "children", "spawn_epochs", [0, 2, 0.4]),
+        "quick.children.spawn_epochs[2]",
+        ["sorted"],
+    ),
+    (
+        "spawn-not-from-0",
+        setp("quick", "children", "spawn_epochs", [0.4, 2]),
+        "quick.children.spawn_epochs[0]",
+        ["start of training"],
+    ),
+    ("pair-dt-negative", setp("quick", "parent", "pair_dt", -0.4), "quick.parent.pair_dt", ["> 0"]),
     (
         "wrn-depth",
         lambda raw: raw["quick"]["model"].update(name="wrn", depth=20),
@@ -402,7 +415,7 @@ def test_defaults_apply_when_omitted(tmp_path):
     raw = base()
     for k in ("barrier_points", "bn_stats", "ntk_trace"):
         del raw["quick"]["measure"][k]
-    raw["paper"]["measure"].update(barrier_points=5, bn_stats="interpolate", ntk_trace=False)
+    raw["paper"]["measure"].update(barrier_points=5, bn_stats="running", ntk_trace=False)
     path = write(tmp_path, raw)
     m = params.load_figure(path, "quick").params.measure
     assert m.barrier_points == 21
@@ -410,7 +423,7 @@ def test_defaults_apply_when_omitted(tmp_path):
     assert m.ntk_trace is True
     # Explicit values are not overridden by the defaults.
     m = params.load_figure(path, "paper").params.measure
-    assert (m.barrier_points, m.bn_stats, m.ntk_trace) == (5, "interpolate", False)
+    assert (m.barrier_points, m.bn_stats, m.ntk_trace) == (5, "running", False)
 
 
 def test_integer_accepted_for_float_and_same_key(tmp_path):
@@ -432,6 +445,7 @@ def test_integer_accepted_for_float_and_same_key(tmp_path):
 def train(epochs, segments) -> params.Train:
     raw = base()["quick"]["parent"]
     raw.update(epochs=epochs, snapshots=[{"every": e, "until": u} for e, u in segments])
+    raw.pop("pair_dt", None)  # the schedule alone
     return schema.from_dict(params.Train, raw)
 
 
@@ -461,7 +475,7 @@ def test_snapshot_epochs_of_real_quick_schedule():
     # quick: every 0.2 up to 2, then every 1 up to the end of training.
     end = int(QUICK_EPOCHS)
     expected = [0.0] + [i / 5 for i in range(1, 11)] + [float(e) for e in range(3, end + 1)]
-    t = params.load_figure(EXAMPLE, "quick").params.parent
+    t = dataclasses.replace(params.load_figure(EXAMPLE, "quick").params.parent, pair_dt=None)
     got = t.snapshot_epochs()
     assert len(got) == len(expected) == len(set(got))
     assert got == pytest.approx(expected, abs=1e-9)
@@ -711,3 +725,14 @@ def test_kernel_degree_message_in_full(tmp_path):
     raw["quick"]["linearised"]["degree"] = 3
     msg = refusal(write_kernel(tmp_path, raw))
     assert msg.endswith(f"{KERNEL_NAME}: quick.linearised.degree: expected an integer <= 2, got 3")
+
+
+def test_snapshot_pairs_at_a_fixed_dt():
+    """``pair_dt`` adds t + dt after every scheduled t (within the run): the velocity pairs."""
+    train = params.load_figure(EXAMPLE, "quick").params.parent
+    plain = dataclasses.replace(train, pair_dt=None).snapshot_epochs()
+    paired = dataclasses.replace(train, pair_dt=0.4).snapshot_epochs()
+    assert set(plain) < set(paired)
+    for t in plain:
+        assert t + 0.4 > train.epochs + 1e-9 or any(abs(p - t - 0.4) < 1e-6 for p in paired), t
+    assert set(paired) - set(plain) <= {round(t + 0.4, 6) for t in plain}

@@ -36,7 +36,12 @@ class Tiny:
         self.ds = data.load(self.p.data.dataset)
         m = self.p.model
         self.model = models.build(
-            m.name, self.ds.num_classes, depth=m.depth, width=m.width, batch_norm=m.batch_norm
+            m.name,
+            self.ds.num_classes,
+            depth=m.depth,
+            width=m.width,
+            batch_norm=m.batch_norm,
+            weight_init=m.weight_init,
         )
         shapes = jax.eval_shape(
             lambda: self.model.init(jax.random.PRNGKey(0), self.ds.x_train[:1], train=False)
@@ -52,7 +57,7 @@ class Tiny:
             for d in (self.root / "runs" / "children").iterdir()
             if (spec := store.read_json(d / "manifest.json")["spec"])["parent"] == self.parent.name
             and spec["spawn_epoch"] == spawn_epoch
-            and "lr" not in spec
+            and spec["low_lr"] is None
             and spec["seed"] == self.p.children.seed
         ]
         assert len(found) == 1, found
@@ -72,6 +77,13 @@ class Tiny:
             c: jax.tree_util.tree_map_with_path(leaf(c), self.shapes[c])
             for c in ("params", "batch_stats")
         }
+
+    def measured(self, v: dict) -> dict:
+        """``v`` with batch-norm statistics recomputed on the first ``bn_examples`` inputs."""
+        assert self.p.measure.bn_stats == "recompute"
+        x = self.ds.x_train[: self.p.measure.bn_examples]
+        stats = bn_statistics(self.model, v["params"], v["batch_stats"], x, self.p.data.eval_batch)
+        return {**v, "batch_stats": stats}
 
     def probe(self) -> jax.Array:
         m = self.p.measure
@@ -171,7 +183,7 @@ def test_error_barrier_at_spawn_epoch_0_recomputed_from_the_children(tiny):
     np.testing.assert_allclose(cm["alpha"], alphas)
     np.testing.assert_allclose(cm["error_test"], curves["test"], atol=1e-6)
     np.testing.assert_allclose(cm["error_train"], curves["train"], atol=1e-6)
-    own = [error_rate(model, v, ds.x_test, ds.y_test) for v in (v0, v1)]
+    own = [error_rate(model, tiny.measured(v), ds.x_test, ds.y_test) for v in (v0, v1)]
     assert own[0] != own[1]  # else a swap would go unseen
     np.testing.assert_allclose(cm["test_error"], own, atol=1e-6)
     e = pd.read_csv(tiny.out / "panel_E.csv", index_col="spawn_epoch")
@@ -188,7 +200,7 @@ def test_kernel_distances_recomputed_from_the_stored_weights(tiny):
     xp = tiny.ds.x_train[probe]
 
     final = store.load_arrays(tiny.children_dir(0.0) / "final.npz")
-    k0, k1 = (ntk(model, tiny.variables(final, i), xp, m.ntk_trace) for i in (0, 1))
+    k0, k1 = (ntk(model, tiny.measured(tiny.variables(final, i)), xp, m.ntk_trace) for i in (0, 1))
     children = distance(k0, k1)
     e = pd.read_csv(tiny.out / "panel_E.csv", index_col="spawn_epoch")
     assert children > 1e-3
@@ -197,8 +209,8 @@ def test_kernel_distances_recomputed_from_the_stored_weights(tiny):
     snaps = sorted(tiny.parent.glob("snap-*.npz"))
     first, last = (store.load_arrays(s) for s in (snaps[0], snaps[-1]))
     parent = distance(
-        ntk(model, tiny.variables(first), xp, m.ntk_trace),
-        ntk(model, tiny.variables(last), xp, m.ntk_trace),
+        ntk(model, tiny.measured(tiny.variables(first)), xp, m.ntk_trace),
+        ntk(model, tiny.measured(tiny.variables(last)), xp, m.ntk_trace),
     )
     d = pd.read_csv(tiny.out / "panel_D.csv", index_col="epoch")
     assert d.index[0] == float(first["epoch"]) and d.index[-1] == float(last["epoch"])
@@ -228,3 +240,29 @@ def test_heat_maps_are_distance_matrices_and_children_spawned_at_0_differ(tiny):
         "weight_distance_relative",
     ):
         assert e.loc[0.0, col] > 0, col
+
+
+def test_snapshot_errors_are_measured_with_recomputed_statistics(tiny):
+    """Panel A at t = 0: the network at initialisation with batch-norm statistics recomputed on
+    the first ``bn_examples`` training inputs, not Flax's placeholders (mean 0, variance 1)."""
+    snaps = sorted(tiny.parent.glob("snap-*.npz"))
+    first = store.load_arrays(snaps[0])
+    assert float(first["epoch"]) == 0.0
+    v = tiny.variables(first)
+    placeholders = jax.tree.leaves(v["batch_stats"])
+    assert all(np.all((a == 0) | (a == 1)) for a in placeholders)  # what Flax stores at init
+    ds = tiny.ds
+    a = pd.read_csv(tiny.out / "panel_A.csv", index_col="epoch")
+
+    def loss(v):  # mean softmax cross-entropy, by hand
+        z = np.asarray(logits(tiny.model, v, ds.x_test), np.float64)
+        z = z - z.max(-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        return float(-np.mean(logp[np.arange(len(z)), np.asarray(ds.y_test)]))
+
+    measured, stored = loss(tiny.measured(v)), loss(v)
+    np.testing.assert_allclose(a.loc[0.0, "test_loss"], measured, rtol=1e-4)
+    np.testing.assert_allclose(
+        a.loc[0.0, "test_error"], error_rate(tiny.model, tiny.measured(v), ds.x_test, ds.y_test)
+    )
+    assert abs(measured - stored) > 1e-3 * measured  # the placeholders would show

@@ -134,3 +134,13 @@ def test_the_keys_do_not_depend_on_the_figure_or_the_claims(figures):
         want = keys(plan.figure_runs(fig).jobs())
         assert keys(plan.figure_runs(renamed).jobs()) == want
         assert keys(plan.figure_runs(claims).jobs()) == want
+
+
+@pytest.mark.parametrize("profile", P.PROFILES)
+def test_fig8_standard_schedule_is_fig2_s_parent(profile):
+    """The standard-schedule baseline of the kernel figures costs nothing: fig2's parent."""
+    figures = P.load_all(profile)
+    fig2 = plan.figure_runs(figures["fort-fig2"]).parent
+    for fid in ("fort-fig8", "fort-fig9", "fort-fig19-taylor2"):
+        runs = plan.figure_runs(figures[fid])
+        assert runs.standard.key == fig2.key and runs.standard in runs.jobs(), fid

@@ -34,7 +34,7 @@ FIELDS = ("params", "batch_stats", "opt_state")
 def env(tmp_path_factory):
     """A store holding the trained tiny parent; the integrated and kernel figures' jobs."""
     root = tmp_path_factory.mktemp("runners")
-    write_tiny(root / "params", "tiny-fig", **{"children.spawn_epochs": [0.5, 1]})
+    write_tiny(root / "params", "tiny-fig", **{"children.spawn_epochs": [0, 0.5, 1]})
     write_tiny_kernel(root / "params")
     with pytest.MonkeyPatch.context() as mp:
         for var, sub in (
@@ -90,7 +90,7 @@ class _Captured(Exception):
 
 
 def test_children_start_from_the_trained_parent_snapshot_with_their_own_keys(env, monkeypatch):
-    s, job = env.setup, env.integrated.children[1]
+    s, job = env.setup, env.integrated.children[2]  # spawned at epoch 1
     n, seed = job.spec.n_children, job.spec.seed
     spawn_step = s.step_of(job.spec.spawn_epoch)
     assert spawn_step == 44
@@ -152,7 +152,7 @@ def test_children_start_from_the_trained_parent_snapshot_with_their_own_keys(env
 
 
 def test_children_runner_equals_children_trained_alone_across_an_epoch_boundary(env):
-    s, job = env.setup, env.integrated.children[0]
+    s, job = env.setup, env.integrated.children[1]  # spawned at epoch 0.5
     n, seed = job.spec.n_children, job.spec.seed
     spawn_step, end = s.step_of(job.spec.spawn_epoch), s.step_of(s.train_params.epochs)
     # spawned mid-epoch; crosses the epoch boundary at step 44 and the lr drop at step 66
@@ -268,9 +268,11 @@ def test_linearised_runner_vmapped_over_t_equals_each_t_alone(env, monkeypatch):
             np.testing.assert_allclose(
                 a, b[0], rtol=1e-4, atol=1e-5, err_msg=f"t~ {i}: {jax.tree_util.keystr(path)}"
             )
-        # at epoch 0 the Taylor model is the parent at t~: its stored test error
+        # at epoch 0 the Taylor model is the parent at t~, with its statistics as measured
         snap = store.parent_snapshot(env.parent, s.step_of(j.spec.linearised.spawn_epochs[0]))
-        np.testing.assert_allclose(both["test_error"][0, i], snap["test_error"], atol=1e-6)
+        v = s.measured(s.variables(snap), j.spec.bn)
+        err = T.evaluate(s.model, v, s.dataset.x_test, s.dataset.y_test, 1000)[0]
+        np.testing.assert_allclose(both["test_error"][0, i], err, atol=1e-6)
     assert both["test_error"][0, 0] != both["test_error"][0, 1]
 
 

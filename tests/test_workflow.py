@@ -171,8 +171,8 @@ def test_measure_edit_reruns_only_measurements_and_figures(built_env):
     with edited(path, **{"measure.barrier_points": 11}):  # the barrier only
         assert planned(tiny_built) == {"children_measure": 2, "figure": 1}
     kernel = tiny_built / "params" / "tiny-kernel.yaml"
-    with edited(kernel, **{"measure.bn_examples": 128}):
-        assert planned(tiny_built) == {"children_measure": 2, "figure": 1}
+    with edited(kernel, **{"measure.bn_examples": 128}):  # and the Taylor models' statistics
+        assert planned(tiny_built) == {"linearised": 1, "children_measure": 2, "figure": 1}
     assert planned(tiny_built) == {}
 
 

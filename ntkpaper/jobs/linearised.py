@@ -13,15 +13,15 @@ from ntkpaper.jobs.setup import begin, epoch_stops, log, setup, state_arrays, st
 from ntkpaper.plan import Job
 
 
-def stacked(template, snapshots: list[dict], collection: str):
-    """One collection (``params``, ``batch_stats``) of several snapshots, stacked on axis 0."""
-    trees = [store.tree_from_arrays(template, a, collection) for a in snapshots]
+def stacked(trees: list):
+    """Several pytrees of one structure, stacked on a new axis 0."""
     return jax.tree.map(lambda *a: jnp.stack(a), *trees)
 
 
 def run_linearised(job: Job) -> None:
     """Train the order-``degree`` Taylor model of the parent at every t~ (vmapped over t~).
 
+    Batch norm of each Taylor model: the parent's statistics at t~ (recomputed by default).
     Records the test error of each t~'s model at every epoch; checkpoints each epoch and
     resumes from it.
     """
@@ -29,10 +29,12 @@ def run_linearised(job: Job) -> None:
     s = setup(parent)
     ds, lp = s.dataset, job.spec.linearised
     out = begin(job)
-    t = s.template()
-    snaps = [store.parent_snapshot(parent, s.step_of(e)) for e in lp.spawn_epochs]
-    anchor = stacked(t.params, snaps, "params")
-    stats = stacked(t.batch_stats, snaps, "batch_stats")
+    anchors = [  # the parent at each t~, statistics as ``bn`` says
+        s.measured(s.variables(store.parent_snapshot(parent, s.step_of(e))), job.spec.bn)
+        for e in lp.spawn_epochs
+    ]
+    anchor = stacked([v["params"] for v in anchors])
+    stats = stacked([v["batch_stats"] for v in anchors])
     tx = train_lib.optimizer(lp, s.spe)
     end = s.step_of(lp.epochs)
     ckpt = out / "checkpoint.npz"

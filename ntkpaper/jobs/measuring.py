@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkpaper import metrics, models, store
+from ntkpaper import train as train_lib
 from ntkpaper.jobs.setup import Setup, begin, log, setup
 from ntkpaper.ntk import empirical_ntk
 from ntkpaper.plan import Job, Probe
@@ -38,23 +39,34 @@ def ntk_of(s: Setup, variables: dict, x: jax.Array, probe: Probe) -> jax.Array:
 
 
 def run_parent_measure(job: Job) -> None:
-    """NTK on the probe and ReLU patterns at every snapshot; pairwise distance heat maps."""
+    """At every snapshot, batch-norm statistics as ``bn`` says: errors and losses, the NTK on
+    the probe and ReLU patterns; pairwise distance heat maps. ``<name>_running``: the errors
+    recorded in training, with the running statistics."""
     (parent,) = job.deps
     s = setup(parent)
+    ds, eb = s.dataset, s.data_params.eval_batch
     out = begin(job)
     idx, xp = probe_inputs(s, job.spec.probe)
     hist = store.parent_history(parent)
-    kernels, patterns = [], []
+    kernels, patterns, errors = [], [], []
     for step in hist["step"]:
-        v = s.variables(store.parent_snapshot(parent, int(step)))
+        v = s.measured(s.variables(store.parent_snapshot(parent, int(step))), job.spec.bn)
+        errors.append(
+            train_lib.evaluate(s.model, v, ds.x_train, ds.y_train, eb)
+            + train_lib.evaluate(s.model, v, ds.x_test, ds.y_test, eb)
+        )
         kernels.append(ntk_of(s, v, xp, job.spec.probe))
         patterns.append(metrics.relu_patterns(s.model, v, xp))
         log(f"parent_measure {job.key}: step {int(step)}")
     kernels = jnp.stack(kernels)
+    names = ("train_error", "train_loss", "test_error", "test_loss")
     store.save_arrays(
         out / "measure.npz",
         {
-            **hist,
+            "step": hist["step"],
+            "epoch": hist["epoch"],
+            **{f"{k}_running": hist[k] for k in names},
+            **{k: np.array(col) for k, col in zip(names, zip(*errors))},
             "probe": idx,
             "kernels": kernels,
             "kernel_distance": metrics.kernel_distance_matrix(kernels),
@@ -65,8 +77,9 @@ def run_parent_measure(job: Job) -> None:
 
 
 def run_children_measure(job: Job) -> None:
-    """Between children 0 and 1 at the end: error barrier (test set; train series on the
-    ``bn_examples`` training examples), weight, ReLU, function and kernel distances."""
+    """Between children 0 and 1 at the end, each with batch-norm statistics as ``bn`` says:
+    error barrier (test set; train series on the ``bn_examples`` training examples), test
+    errors, weight, ReLU, function and kernel distances."""
     (children,) = job.deps
     (parent,) = children.deps
     s, spec = setup(parent), job.spec
@@ -74,9 +87,9 @@ def run_children_measure(job: Job) -> None:
     out = begin(job)
     final = store.final(children)
     # child i's weights and statistics: slice i of every stacked array, read as one network
-    vs = [s.variables({k: a[i] for k, a in final.items()}) for i in range(2)]
+    vs = [s.measured(s.variables({k: a[i] for k, a in final.items()}), spec.bn) for i in range(2)]
     _, xp = probe_inputs(s, spec.probe)
-    bn_x, bn_y = ds.x_train[: spec.bn_examples], ds.y_train[: spec.bn_examples]
+    bn_x, bn_y = ds.x_train[: spec.bn.bn_examples], ds.y_train[: spec.bn.bn_examples]
     eb = s.data_params.eval_batch
     barrier = metrics.error_barrier(
         s.model,
@@ -86,7 +99,7 @@ def run_children_measure(job: Job) -> None:
         bn_x=bn_x,
         batch_size=eb,
         points=spec.barrier_points,
-        bn_stats=spec.bn_stats,
+        bn_stats=spec.bn.bn_stats,
     )
     logits = [models.predict(s.model, v, ds.x_test, eb) for v in vs]
     w_dist, w_rel = metrics.weight_distance(vs[0]["params"], vs[1]["params"])

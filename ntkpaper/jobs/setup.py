@@ -12,10 +12,10 @@ import jax
 import numpy as np
 
 from ntkpaper import data as data_lib
-from ntkpaper import models, store
+from ntkpaper import metrics, models, store
 from ntkpaper import params as P
 from ntkpaper import train as train_lib
-from ntkpaper.plan import Job
+from ntkpaper.plan import BatchNorm, Job
 
 
 @dataclass
@@ -50,6 +50,20 @@ class Setup:
             "batch_stats": store.tree_from_arrays(t.batch_stats, arrays, "batch_stats"),
         }
 
+    def measured(self, variables: dict, bn: BatchNorm) -> dict:
+        """The network as it is measured: its batch-norm statistics recomputed on the first
+        ``bn.bn_examples`` training inputs (``bn_stats: recompute``), or kept (``running``)."""
+        if bn.bn_stats == "running":
+            return variables
+        stats = metrics.recompute_batch_stats(
+            self.model,
+            variables["params"],
+            variables["batch_stats"],
+            self.dataset.x_train[: bn.bn_examples],
+            self.data_params.eval_batch,
+        )
+        return {**variables, "batch_stats": stats}
+
 
 def setup(parent: Job) -> Setup:
     s = parent.spec
@@ -60,6 +74,7 @@ def setup(parent: Job) -> Setup:
         depth=s.model.depth,
         width=s.model.width,
         batch_norm=s.model.batch_norm,
+        weight_init=s.model.weight_init,
     )
     spe = train_lib.steps_per_epoch(dataset.x_train.shape[0], s.data.batch_size)
     return Setup(s.data, s.train, dataset, model, spe, train_lib.optimizer(s.train, spe))
