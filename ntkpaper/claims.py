@@ -85,7 +85,25 @@ def integrated_claims(view: dict[str, pd.DataFrame], c: P.IntegratedClaims, pare
     return rows
 
 
-def linearised_claims(view: dict[str, pd.DataFrame], c: P.KernelClaims, epochs: float):
+def low_lr_converged(t: pd.DataFrame, low_lr: P.LowLrChildren) -> Claim:
+    """Whether the low-lr children were trained 'until convergence' or stopped at the cap."""
+    capped = list(t.index[t["low_lr_converged"] < 1])
+    return Claim(
+        "the low-learning-rate children are trained 'until convergence' (appendix D.3)",
+        f"every child's training loss falls by < {low_lr.converged_rtol:g} (relative) between "
+        f"two epochs before the cap of {low_lr.epochs:g} epochs",
+        f"converged at every t~ (after {t['low_lr_epochs'].min():g}-{t['low_lr_epochs'].max():g} "
+        "epochs)"
+        if not capped
+        else f"hit the cap unconverged at t~ {capped} (fraction converged "
+        f"{t['low_lr_converged'].mean():.2f}): their errors are upper bounds of the converged ones",
+        not capped,
+    )
+
+
+def linearised_claims(
+    view: dict[str, pd.DataFrame], c: P.KernelClaims, epochs: float, low_lr: P.LowLrChildren
+):
     """Claims of Fort et al. section 6 (figures 8 and 19) on the kernel view's tables."""
     t = view["t_tilde"]
     first = t["linearised"].iloc[0]
@@ -113,6 +131,7 @@ def linearised_claims(view: dict[str, pd.DataFrame], c: P.KernelClaims, epochs: 
             f"{t['standard'].iloc[0]:.4f})",
             bool(len(gap) and gap.min() <= c.match_gap),
         ),
+        low_lr_converged(t, low_lr),
     ]
 
 
@@ -120,12 +139,13 @@ def correlations(x: pd.Series, y: pd.Series) -> tuple[float, float]:
     """Pearson and Spearman (Pearson of the ranks) correlation of two series."""
     if len(x) < 3:
         return float("nan"), float("nan")
-    pearson = float(np.corrcoef(x, y)[0, 1])
-    spearman = float(np.corrcoef(x.rank(), y.rank())[0, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant series: NaN, said as such
+        pearson = float(np.corrcoef(x, y)[0, 1])
+        spearman = float(np.corrcoef(x.rank(), y.rank())[0, 1])
     return pearson, spearman
 
 
-def advantage_claims(view: dict[str, pd.DataFrame], c: P.KernelClaims):
+def advantage_claims(view: dict[str, pd.DataFrame], c: P.KernelClaims, low_lr: P.LowLrChildren):
     """Claims of Fort et al. section 7 (figure 9) on the kernel view's tables."""
     t = view["t_tilde"]
     adv = t["advantage"]
@@ -151,4 +171,5 @@ def advantage_claims(view: dict[str, pd.DataFrame], c: P.KernelClaims):
             + ("" if enough else " (too few points to test the claim)"),
             bool(enough and min(pearson, spearman) >= c.correlation_min),
         ),
+        low_lr_converged(t, low_lr),
     ]

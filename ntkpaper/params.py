@@ -196,7 +196,12 @@ class LowLrChildren:
     """Nonlinear children spawned at each t~ at a low learning rate (Fort et al. appendix D.3)."""
 
     lr: float = spec("constant learning rate of the children", gt=0)
-    epochs: float = spec("training length after t~, epochs", gt=0)
+    epochs: float = spec("the cap: at most this many epochs after t~", gt=0)
+    converged_rtol: float = spec(
+        "'until convergence': a child has converged once its training loss falls by less than "
+        "this fraction between two epoch boundaries; training stops when all have, or at the cap",
+        ge=0,
+    )
     n_children: int = spec("children per t~ (their test errors are averaged)", ge=1)
     seed: int = spec("seed of the children's data order", ge=0)
 

@@ -34,7 +34,8 @@ class LowLr:
     """Children at a constant low learning rate for ``epochs`` after spawning (appendix D.3)."""
 
     lr: float
-    epochs: float
+    epochs: float  # the cap
+    converged_rtol: float  # training stops once every child's loss falls by less than this
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def kernel_runs(fig: P.Figure) -> KernelRuns:
     parent = parent_job(p.data, p.model, p.parent)
     spec = LinearisedSpec(parent.key, p.linearised, batch_norm(p.measure))
     linearised = Job("linearised", spec, (parent,))
-    low = LowLr(p.low_lr.lr, p.low_lr.epochs)
+    low = LowLr(p.low_lr.lr, p.low_lr.epochs, p.low_lr.converged_rtol)
     low_lr = [
         Job(
             "children",

@@ -139,7 +139,7 @@ def run_steps(
     args: tuple,
     start: int,
     stops: Sequence[int],
-    on_stop: Callable[[int, TrainState], None],
+    on_stop: Callable[[int, TrainState], bool | None],
     name: str,
 ) -> TrainState:
     """Run ``step_fn(state, key, step, *args)`` from ``start`` through each of ``stops``.
@@ -147,8 +147,8 @@ def run_steps(
     ``args`` are the on-device arrays every step reads (``x_train, y_train``, ...).
     ``step_fn`` is jitted by the caller (``jax.jit(train_step)`` for a parent,
     ``jax.jit(jax.vmap(train_step, ...))`` for children). ``on_stop(step, state)`` runs at
-    each stop. The loss is checked there (one host sync per stop); a non-finite loss raises
-    ``Diverged`` naming ``name``.
+    each stop; if it returns True, training ends there. The loss is checked at each stop (one
+    host sync per stop); a non-finite loss raises ``Diverged`` naming ``name``.
     """
     step = start
     for stop in stops:
@@ -162,7 +162,8 @@ def run_steps(
                 "Lower the learning rate (or raise the batch size) in the parameter file, then "
                 "run the same command again."
             )
-        on_stop(step, state)
+        if on_stop(step, state):
+            break
     return state
 
 

@@ -90,7 +90,9 @@ def kernel_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
 
     ``t_tilde``: by t~, the final test error of the Taylor model trained from the parent at
     t~ (``linearised``), of the low-learning-rate children spawned at t~ (``low_lr``, mean
-    over children), the fully trained constant-lr parent (``baseline``), full training on the
+    over children; ``low_lr_converged`` the fraction of them that converged before the cap,
+    ``low_lr_epochs`` how long they trained), the fully trained constant-lr parent
+    (``baseline``), full training on the
     standard schedule (``standard``, NaN without one), the nonlinear advantage
     (linearised - low_lr) and, where children at the parent's lr were spawned at t~, their
     error barrier. ``curves``: linearised test error by epoch of its training (rows) and t~.
@@ -98,7 +100,8 @@ def kernel_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
     r = plan.kernel_runs(fig)
     lin = store.final(r.linearised)
     t = pd.Index(np.round(lin["spawn_epoch"], 4), name="t_tilde")
-    low = [float(np.mean(store.final(j)["test_error"])) for j in r.low_lr]
+    finals = [store.final(j) for j in r.low_lr]
+    low = [float(np.mean(f["test_error"])) for f in finals]
     baseline = float(store.parent_history(r.parent)["test_error"][-1])
     table = pd.DataFrame({"linearised": lin["test_error"][-1], "low_lr": low}, index=t)
     table["baseline"] = baseline
@@ -106,6 +109,8 @@ def kernel_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
         float(store.parent_history(r.standard)["test_error"][-1]) if r.standard else np.nan
     )
     table["advantage"] = table["linearised"] - table["low_lr"]
+    table["low_lr_converged"] = [float(np.mean(np.isfinite(f["converged_epoch"]))) for f in finals]
+    table["low_lr_epochs"] = [float(f["epochs_trained"]) for f in finals]
     barrier = {}
     for job in r.children_measure:
         m = store.measurements(job)

@@ -71,7 +71,13 @@ def write_tiny_kernel(directory: Path, name: str = "tiny-kernel") -> Path:
         "spawn_epochs": [0, 1], "degree": 1, "epochs": 3, "lr": 0.01, "momentum": 0.9,
         "weight_decay": 0.0, "lr_drops": [], "lr_decay": 1.0, "seed": 2,
     }  # fmt: skip
-    section["low_lr"] = {"lr": 0.01, "epochs": 1, "n_children": 2, "seed": 3}
+    section["low_lr"] = {
+        "lr": 0.01,
+        "epochs": 1,
+        "converged_rtol": 0.01,
+        "n_children": 2,
+        "seed": 3,
+    }
     section["claims"] = {
         "speedup": 3, "within_epochs": 1, "match_gap": 0.01, "match_fraction": 0.5,
         "advantage_zero": 0.01, "correlation_min": 0.5, "late_epoch": 1, "correlation_points": 3,

@@ -18,6 +18,7 @@ KERNEL = P.KernelClaims(
     late_epoch=2, correlation_points=6, speedup=3, within_epochs=4, match_gap=0.0625,
     match_fraction=0.45, advantage_zero=0.0625, correlation_min=0.5,
 )  # fmt: skip
+LOW_LR = P.LowLrChildren(lr=0.005, epochs=4, converged_rtol=0.01, n_children=2, seed=3)
 PARENT = P.Train(
     lr=0.1, momentum=0.9, weight_decay=0.0, lr_drops=(), lr_decay=0.1, seed=0, epochs=6,
     snapshots=(P.Segment(0.2, 2), P.Segment(1, 6)), pair_dt=0.4,
@@ -138,6 +139,8 @@ def kernel_table(linearised, low_lr, barrier, baseline=0.25):
     table = pd.DataFrame({"linearised": linearised, "low_lr": low_lr}, index=t)
     table["baseline"] = baseline
     table["standard"] = 0.1875
+    table["low_lr_converged"] = 1.0
+    table["low_lr_epochs"] = 2.0
     table["advantage"] = table["linearised"] - table["low_lr"]
     table["barrier"] = barrier
     return {"t_tilde": table}
@@ -157,7 +160,7 @@ BARRIER = [0.25, 0.125, 0.125, 0.0625, 0.0, 0.0, np.nan]  # children spawned up 
     ids=["holds", "fails", "boundary"],
 )
 def test_speedup_claim(linearised, speedup):
-    rows = claims.linearised_claims(kernel_table(linearised, LIN, BARRIER), KERNEL, epochs=6)
+    rows = claims.linearised_claims(kernel_table(linearised, LIN, BARRIER), KERNEL, 6, LOW_LR)
     assert holds(rows, "factor of 3") is speedup
 
 
@@ -169,7 +172,9 @@ def test_speedup_claim(linearised, speedup):
 def test_match_claim_only_within_the_horizon(baseline, match):
     """Horizon 0.45 * 6 = 2.7 epochs: t~ <= 2 counts (0.3125 there), t~ = 4, 6 (0) do not."""
     linearised = [0.75, 0.5, 0.5, 0.375, 0.3125, 0.0, 0.0]
-    rows = claims.linearised_claims(kernel_table(linearised, LIN, BARRIER, baseline), KERNEL, 6)
+    rows = claims.linearised_claims(
+        kernel_table(linearised, LIN, BARRIER, baseline), KERNEL, 6, LOW_LR
+    )
     assert holds(rows, "matching that of full") is match
 
 
@@ -184,12 +189,12 @@ def test_match_claim_only_within_the_horizon(baseline, match):
     ],
 )
 def test_advantage_vanishes_at_every_late_t(low_lr, vanishes):
-    rows = claims.advantage_claims(kernel_table(LIN, low_lr, BARRIER), KERNEL)
+    rows = claims.advantage_claims(kernel_table(LIN, low_lr, BARRIER), KERNEL, LOW_LR)
     assert holds(rows, "persists") is vanishes
 
 
 def correlation_row(linearised, low_lr, barrier, c=KERNEL):
-    rows = claims.advantage_claims(kernel_table(linearised, low_lr, barrier), c)
+    rows = claims.advantage_claims(kernel_table(linearised, low_lr, barrier), c, LOW_LR)
     (row,) = [r for r in rows if "tightly" in r.claim]
     return row
 
@@ -207,3 +212,16 @@ def test_correlation_claim_needs_both_correlations_and_enough_points():
     pearson, spearman = claims.correlations(pd.Series(advantage[:6]), pd.Series(barrier[:6]))
     assert pearson >= 0.5 > spearman
     assert not correlation_row(LIN, list(np.subtract(LIN, advantage)), barrier).holds
+
+
+@pytest.mark.parametrize("fractions,expected", [([1.0] * 7, True), ([1.0] * 6 + [0.5], False)])
+def test_low_lr_convergence_row_names_the_t_where_the_cap_was_hit(fractions, expected):
+    tables = kernel_table(LIN, LIN, BARRIER)
+    tables["t_tilde"]["low_lr_converged"] = fractions
+    for rows in (
+        claims.linearised_claims(tables, KERNEL, 6, LOW_LR),
+        claims.advantage_claims(tables, KERNEL, LOW_LR),
+    ):
+        (row,) = [r for r in rows if "until convergence" in r.claim]
+        assert row.holds is expected
+        assert ("hit the cap unconverged at t~ [6.0]" in row.measured) is not expected

@@ -279,7 +279,7 @@ def test_linearised_runner_vmapped_over_t_equals_each_t_alone(env, monkeypatch):
 def test_low_lr_children_train_at_their_own_constant_lr(env, monkeypatch):
     s, base = env.setup, env.kernel.low_lr[1]
     # from epoch 1 for 0.6 epochs: past the parent's lr drop (1.5), which they must ignore
-    low = LowLr(base.spec.low_lr.lr, epochs=0.6)
+    low = LowLr(base.spec.low_lr.lr, epochs=0.6, converged_rtol=0.0)  # never converged: the cap
     job = Job("children", dataclasses.replace(base.spec, low_lr=low), base.deps)
     lr, n, seed = job.spec.low_lr.lr, job.spec.n_children, job.spec.seed
     assert lr < s.train_params.lr
@@ -325,3 +325,28 @@ def test_low_lr_children_train_at_their_own_constant_lr(env, monkeypatch):
             np.testing.assert_allclose(
                 final[name][i], a, rtol=1e-4, atol=1e-5, err_msg=f"child {i}: {name}"
             )
+
+
+def test_low_lr_children_stop_once_converged_and_record_when():
+    """``converged``: the first checkpoint whose relative loss drop is below the tolerance."""
+    from ntkpaper.jobs.training import converged
+
+    low = LowLr(0.01, 10, converged_rtol=0.05)
+    losses = [[1.0, 1.0], [0.5, 0.9], [0.49, 0.5], [0.3, 0.48]]  # drops: .5/.1, .02/.44, .39/.04
+    np.testing.assert_array_equal(converged(losses, low), [2, 3])
+    assert np.isinf(converged(losses[:3], low)[1])  # child 1 not yet
+    assert np.isinf(converged(losses[:1], low)).all()  # nothing to compare at spawning
+
+
+def test_low_lr_children_runner_stops_at_convergence_before_the_cap(env, monkeypatch):
+    base = env.kernel.low_lr[1]  # spawned at epoch 1 (step 44)
+    low = LowLr(base.spec.low_lr.lr, epochs=2.5, converged_rtol=1.0)  # any drop < 100 %: done
+    job = Job("children", dataclasses.replace(base.spec, low_lr=low), base.deps)
+    calls = recording_run_steps(monkeypatch)
+    execute(job)
+    (call,) = calls
+    assert call.stops == [88, 132, 154]  # the cap would be step 154
+    final = store.final(job)
+    assert int(final["steps"][-1]) == 88 and float(final["epochs_trained"]) == 1.0
+    np.testing.assert_array_equal(final["converged_epoch"], [1.0, 1.0])
+    assert final["train_loss"].shape == (2, 2)  # at spawning and after one epoch

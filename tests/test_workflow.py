@@ -126,7 +126,7 @@ def test_kernel_notebooks_run_end_to_end(tiny_built):
         assert curves.shape == (4, 2), (fid, curves)  # epochs 0..3 of linearised training
         claims = pd.read_csv(out / "claims.csv")
         assert list(claims.columns[-4:]) == ["claim", "expected", "measured", "holds"], fid
-        assert len(claims) == 2 and claims.holds.isin([True, False]).all(), (fid, claims)
+        assert len(claims) == 3 and claims.holds.isin([True, False]).all(), (fid, claims)
         executed = (out / f"{fid}.ipynb").read_text()
         assert '"output_type": "error"' not in executed, fid
     # both notebooks read the same runs: one table

@@ -67,11 +67,40 @@ def run_parent(job: Job) -> None:
     store.write_manifest(job.kind, job.key, job.record(), [store.snapshot_name(st) for st in steps])
 
 
+def converged(losses: list, low_lr) -> np.ndarray:
+    """Per child, the index of the first checkpoint at which its training loss had fallen by
+    less than ``converged_rtol`` (relative) since the previous one; inf while there is none.
+
+    ``losses``: (checkpoints, children), the first row at spawning."""
+    loss = np.asarray(losses, dtype=float).reshape(len(losses), -1)
+    if len(loss) < 2:
+        return np.full(loss.shape[1], np.inf)
+    drop = (loss[:-1] - loss[1:]) / np.maximum(loss[:-1], 1e-12)
+    done = drop < low_lr.converged_rtol
+    return np.where(done.any(axis=0), done.argmax(axis=0) + 1.0, np.inf)
+
+
+def convergence(steps: list, losses: list, low_lr, spawn_step: int, spe: int) -> dict:
+    """What ``final.npz`` records of low-lr children: checkpoint steps, training losses, the
+    epochs trained and, per child, the epoch after t~ at which it converged (NaN: it hit the
+    cap unconverged)."""
+    t = np.array(steps)
+    first = converged(losses, low_lr)
+    epoch = [(t[int(i)] - spawn_step) / spe if np.isfinite(i) else np.nan for i in first]
+    return {
+        "steps": t,
+        "train_loss": np.array(losses),
+        "epochs_trained": (t[-1] - spawn_step) / spe,
+        "converged_epoch": np.array(epoch),
+    }
+
+
 def run_children(job: Job) -> None:
     """Spawn ``n_children`` from the parent's snapshot at ``spawn_epoch`` (weights, statistics,
     optimiser state) and train them as one vmapped program, each on its own data order: to the
     parent's last epoch on its schedule or, for low-lr children, at a constant low learning rate
-    for ``low_lr.epochs``. Checkpoints the stacked state at every epoch boundary."""
+    until convergence (``converged``), at most ``low_lr.epochs``. Checkpoints the stacked state
+    at every epoch boundary."""
     (parent,) = job.deps
     s = setup(parent)
     ds, spec = s.dataset, job.spec
@@ -82,20 +111,39 @@ def run_children(job: Job) -> None:
         tx = train_lib.optimizer(s.train_params, s.spe, lr=spec.low_lr.lr, lr_drops=())
         end = spawn_step + s.step_of(spec.low_lr.epochs)
     keys = spawn.child_keys(spec.seed, spawn_step, spec.n_children)
+    eb = s.data_params.eval_batch
+
+    def train_losses(states) -> list[float]:
+        return [
+            train_lib.evaluate(
+                s.model, spawn.unstack(states, i).variables, ds.x_train, ds.y_train, eb
+            )[1]
+            for i in range(spec.n_children)
+        ]
+
     ckpt = out / "checkpoint.npz"
     if ckpt.exists():
         arrays = store.load_arrays(ckpt)
         states = state_from(spawn.stack(s.template(), spec.n_children), arrays)
-        start = int(arrays["step"])
+        start, steps, losses = int(arrays["step"]), list(arrays["steps"]), list(arrays["losses"])
         log(f"children {job.key}: resuming from step {start}")
     else:
         snapshot = store.parent_snapshot(parent, spawn_step)
         states = spawn.stack(state_from(s.template(), snapshot), spec.n_children)
-        start = spawn_step
+        start, steps = spawn_step, [spawn_step]
+        losses = [train_losses(states)] if spec.low_lr else []
 
-    def on_stop(step: int, states: train_lib.TrainState) -> None:
-        store.save_arrays(ckpt, {**state_arrays(states), "step": step})
+    def all_converged() -> bool:
+        return bool(spec.low_lr) and bool(np.isfinite(converged(losses, spec.low_lr)).all())
+
+    def on_stop(step: int, states: train_lib.TrainState) -> bool:
+        if spec.low_lr:
+            steps.append(step)
+            losses.append(train_losses(states))
+        history = {"steps": np.array(steps), "losses": np.array(losses)}
+        store.save_arrays(ckpt, {**state_arrays(states), "step": step, **history})
         log(f"children {job.key}: epoch {step / s.spe:.2f}")
+        return all_converged()
 
     step_fn = jax.jit(
         spawn.vmap_children(train_lib.make_train_step(s.model, tx, s.data_params, s.spe))
@@ -106,11 +154,10 @@ def run_children(job: Job) -> None:
         keys,
         (ds.x_train, ds.y_train),
         start,
-        [st for st in epoch_stops(s.spe, start, end) if st > start],
+        [] if all_converged() else [st for st in epoch_stops(s.spe, start, end) if st > start],
         on_stop,
         f"children run {job.key}",
     )
-    eb = s.data_params.eval_batch
     test_error = [
         train_lib.evaluate(s.model, spawn.unstack(states, i).variables, ds.x_test, ds.y_test, eb)[0]
         for i in range(spec.n_children)
@@ -121,6 +168,7 @@ def run_children(job: Job) -> None:
             **store.tree_arrays(states.params, "params"),
             **store.tree_arrays(states.batch_stats, "batch_stats"),
             "test_error": np.array(test_error),
+            **(convergence(steps, losses, spec.low_lr, spawn_step, s.spe) if spec.low_lr else {}),
         },
     )
     store.write_manifest(job.kind, job.key, job.record(), ["final.npz"])
