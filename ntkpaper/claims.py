@@ -96,7 +96,8 @@ def low_lr_converged(t: pd.DataFrame, low_lr: P.LowLrChildren) -> Claim:
         "epochs)"
         if not capped
         else f"hit the cap unconverged at t~ {capped} (fraction converged "
-        f"{t['low_lr_converged'].mean():.2f}): their errors are upper bounds of the converged ones",
+        f"{t['low_lr_converged'].mean():.2f}): their errors are those at the cap, "
+        "not at convergence",
         not capped,
     )
 
