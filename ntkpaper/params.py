@@ -16,9 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ntkpaper.schema import FieldError, ParamsError, build, error, read_yaml, spec
+from ntkpaper.schema import (
+    FieldError,
+    ParamsError,
+    build,
+    error,
+    read_raw,
+    shown_path,
+    spec,
+)
 
-__all__ = ["ParamsError", "load_all", "load_figure", "read_raw"]
+__all__ = ["ParamsError", "load_all", "load_figure"]
 
 PROFILES = ("quick", "paper")
 
@@ -271,45 +279,10 @@ def params_dir() -> Path:
     )
 
 
-TOP_KEYS = ("notebook", "extends", "shares_parent_with", *PROFILES)
-
-
-def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """The file's mapping, merged over the file it ``extends`` (a figure id beside it).
-
-    Mappings merge key by key; a list or a number replaces the base's. So fort-fig9 is
-    ``extends: fort-fig8`` with another notebook, and a variant names only what it changes.
-    """
-    shown = _shown(path)
-    raw = read_yaml(path, shown)
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{shown}: expected a mapping with keys {', '.join(TOP_KEYS)}")
-    for k in raw:
-        if k not in TOP_KEYS:
-            raise ParamsError(f"{shown}: {k}: unknown key (allowed: {', '.join(TOP_KEYS)})")
-    base_id = raw.pop("extends", None)
-    if base_id is None:
-        return raw
-    base = path.parent / f"{base_id}.yaml"
-    if not isinstance(base_id, str) or not base.is_file():
-        raise ParamsError(
-            f"{shown}: extends: expected the id of a figure in {path.parent}, got {base_id!r}"
-        )
-    if base.resolve() in seen:
-        raise ParamsError(f"{shown}: extends: {base_id} extends this file again (a cycle)")
-    return _merge(read_raw(base, (*seen, path.resolve())), raw)
-
-
-def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
-    return over
-
-
 def load_figure(path: str | Path, profile: str) -> Figure:
     """Read and validate one parameter file for one profile; raise ParamsError if malformed."""
     path = Path(path)
-    shown = _shown(path)
+    shown = shown_path(path)
     raw = read_raw(path)
     raw.pop("shares_parent_with", None)  # read by check_shared, after every file loads
     notebook = raw.get("notebook")
@@ -335,7 +308,7 @@ def check_shared(figures: dict[str, Figure]) -> None:
         other = read_raw(fig.path).get("shares_parent_with")
         if other is None:
             continue
-        where = f"{_shown(fig.path)}: shares_parent_with"
+        where = f"{shown_path(fig.path)}: shares_parent_with"
         if other not in figures:
             raise ParamsError(f"{where}: expected the id of a figure, got {other!r}")
         from ntkpaper.plan import parent_job  # plan builds on this module
@@ -361,10 +334,3 @@ def load_all(profile: str, directory: Path | None = None) -> dict[str, Figure]:
     for figures in every.values():
         check_shared(figures)
     return every[profile]
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -217,3 +217,50 @@ def from_dict(cls: type, data: dict) -> Any:
         return build(cls, data, "")
     except FieldError as e:
         raise ParamsError(f"stored spec: {e.key}: {e.message}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Parameter files that extend another
+# ---------------------------------------------------------------------------------------
+
+
+TOP_KEYS = ("notebook", "extends", "shares_parent_with", "quick", "paper")
+
+
+def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's mapping, merged over the file it ``extends`` (a figure id beside it).
+
+    Mappings merge key by key; a list or a number replaces the base's. So fort-fig9 is
+    ``extends: fort-fig8`` with another notebook, and a variant names only what it changes.
+    """
+    shown = shown_path(path)
+    raw = read_yaml(path, shown)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{shown}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise ParamsError(f"{shown}: {k}: unknown key (allowed: {', '.join(TOP_KEYS)})")
+    base_id = raw.pop("extends", None)
+    if base_id is None:
+        return raw
+    base = path.parent / f"{base_id}.yaml"
+    if not isinstance(base_id, str) or not base.is_file():
+        raise ParamsError(
+            f"{shown}: extends: expected the id of a figure in {path.parent}, got {base_id!r}"
+        )
+    if base.resolve() in seen:
+        raise ParamsError(f"{shown}: extends: {base_id} extends this file again (a cycle)")
+    return _merge(read_raw(base, (*seen, path.resolve())), raw)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def shown_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

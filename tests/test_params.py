@@ -59,7 +59,7 @@ def test_there_are_real_parameter_files():
 @pytest.mark.parametrize("profile", params.PROFILES)
 @pytest.mark.parametrize("path", REAL_FILES, ids=lambda p: p.name)
 def test_real_file_loads(path, profile):
-    raw = params.read_raw(path)  # the file merged over the one it extends
+    raw = schema.read_raw(path)  # the file merged over the one it extends
     fig = params.load_figure(path, profile)
     assert fig.id == path.stem
     assert fig.profile == profile
