@@ -128,8 +128,12 @@ def linearised_claims(
             "standard schedule's error is given beside it",
             f"linearised - baseline <= {c.match_gap:g} for some t~ <= {horizon:g} "
             f"({c.match_fraction:.0%} of {epochs:g} epochs)",
-            f"min gap {gap.min():.4f} (baseline {t['baseline'].iloc[0]:.4f}; standard schedule "
-            f"{t['standard'].iloc[0]:.4f})",
+            f"min gap {gap.min():.4f} (baseline {t['baseline'].iloc[0]:.4f}"
+            + (
+                f"; standard schedule {t['standard'].iloc[0]:.4f})"
+                if np.isfinite(t["standard"].iloc[0])
+                else "; no standard-schedule run in this file)"
+            ),
             bool(len(gap) and gap.min() <= c.match_gap),
         ),
         low_lr_converged(t, low_lr),

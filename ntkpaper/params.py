@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ntkpaper.schema import (
+    PROFILES,
     FieldError,
     ParamsError,
     build,
@@ -27,8 +28,6 @@ from ntkpaper.schema import (
 )
 
 __all__ = ["ParamsError", "load_all", "load_figure"]
-
-PROFILES = ("quick", "paper")
 
 
 # ---------------------------------------------------------------------------------------

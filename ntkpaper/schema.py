@@ -224,7 +224,8 @@ def from_dict(cls: type, data: dict) -> Any:
 # ---------------------------------------------------------------------------------------
 
 
-TOP_KEYS = ("notebook", "extends", "shares_parent_with", "quick", "paper")
+PROFILES = ("quick", "paper")
+TOP_KEYS = ("notebook", "extends", "shares_parent_with", *PROFILES)
 
 
 def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:

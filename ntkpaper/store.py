@@ -160,10 +160,14 @@ def parent_snapshot(parent: Any, step: int) -> dict[str, np.ndarray]:
     return load_arrays(run_dir(parent.kind, parent.key) / snapshot_name(step))
 
 
+ERRORS = ("train_error", "train_loss", "test_error", "test_loss")
+"""What a parent snapshot records of the network, and a parent measurement of each snapshot."""
+
+
 def parent_history(parent: Any) -> dict[str, np.ndarray]:
     """Errors and losses of a complete parent at every snapshot: arrays (T,)."""
     files = read_json(manifest_path(parent.kind, parent.key))["files"]
-    out = {k: [] for k in ("step", "epoch", "train_error", "train_loss", "test_error", "test_loss")}
+    out = {k: [] for k in ("step", "epoch", *ERRORS)}
     for f in files:
         a = load_arrays(run_dir(parent.kind, parent.key) / f)
         for k in out:

@@ -271,7 +271,9 @@ def test_linearised_runner_vmapped_over_t_equals_each_t_alone(env, monkeypatch):
         # at epoch 0 the Taylor model is the parent at t~, with its statistics as measured
         snap = store.parent_snapshot(env.parent, s.step_of(j.spec.linearised.spawn_epochs[0]))
         v = s.measured(s.variables(snap), j.spec.bn)
-        err = T.evaluate(s.model, v, s.dataset.x_test, s.dataset.y_test, 1000)[0]
+        err = T.evaluate(s.model, v, s.dataset.x_test, s.dataset.y_test, s.data_params.eval_batch)[
+            0
+        ]
         np.testing.assert_allclose(both["test_error"][0, i], err, atol=1e-6)
     assert both["test_error"][0, 0] != both["test_error"][0, 1]
 

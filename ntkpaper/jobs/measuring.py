@@ -59,14 +59,13 @@ def run_parent_measure(job: Job) -> None:
         patterns.append(metrics.relu_patterns(s.model, v, xp))
         log(f"parent_measure {job.key}: step {int(step)}")
     kernels = jnp.stack(kernels)
-    names = ("train_error", "train_loss", "test_error", "test_loss")
     store.save_arrays(
         out / "measure.npz",
         {
             "step": hist["step"],
             "epoch": hist["epoch"],
-            **{f"{k}_running": hist[k] for k in names},
-            **{k: np.array(col) for k, col in zip(names, zip(*errors))},
+            **{f"{k}_running": hist[k] for k in store.ERRORS},
+            **{k: np.array(col) for k, col in zip(store.ERRORS, zip(*errors))},
             "probe": idx,
             "kernels": kernels,
             "kernel_distance": metrics.kernel_distance_matrix(kernels),

@@ -41,10 +41,7 @@ def run_parent(job: Job) -> None:
                 **state_arrays(state),
                 "step": step,
                 "epoch": step / s.spe,
-                "train_error": tr[0],
-                "train_loss": tr[1],
-                "test_error": te[0],
-                "test_loss": te[1],
+                **dict(zip(store.ERRORS, (*tr, *te))),
             },
         )
         epoch = step / s.spe
