@@ -72,11 +72,11 @@ class Segment:
 
 @dataclass(frozen=True)
 class Sgd:
-    """SGD with momentum and L2 weight decay, lr multiplied by lr_decay at each drop: the
-    optimiser of every run that trains (``train.optimizer``)."""
+    """SGD with momentum (or Adam) and L2 weight decay, lr multiplied by lr_decay at each
+    drop: the optimiser of every run that trains (``train.optimizer``)."""
 
     lr: float = spec("learning rate", gt=0)
-    momentum: float = spec("SGD momentum", ge=0, lt=1)
+    momentum: float = spec("SGD momentum (0 with adam, which has its own b1 = 0.9)", ge=0, lt=1)
     weight_decay: float = spec("L2 weight decay added to the gradient", ge=0)
     lr_drops: tuple[float, ...] = spec(
         "epochs (from the run's start) at which lr is multiplied by lr_decay",
@@ -84,6 +84,15 @@ class Sgd:
         ge=0,
     )
     lr_decay: float = spec("factor applied at each drop", gt=0, le=1)
+    optimizer: Literal["sgd", "adam"] = spec(
+        "sgd (with momentum) or adam (Kingma & Ba, b1 0.9, b2 0.999, eps 1e-8)", default="sgd"
+    )
+
+    def check(self) -> None:
+        if self.optimizer == "adam" and self.momentum:
+            raise error(
+                "momentum", "0 with optimizer adam (Adam's b1 = 0.9 is fixed)", self.momentum
+            )
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,7 @@ class Train(Sgd):
                 raise error(f"{key}[{i}]", "an epoch of the parent's snapshot schedule", e)
 
     def check(self) -> None:
+        super().check()
         for i in range(1, len(self.snapshots)):
             if self.snapshots[i].until <= self.snapshots[i - 1].until:
                 raise error(
@@ -143,6 +153,12 @@ class Children:
     )
     n_children: int = spec("children per spawn epoch, trained as one vmapped program", ge=2)
     seed: int = spec("seed of the children's data order", ge=0)
+    snapshot_every: int | None = spec(
+        "also keep the children's weights at every multiple of this many epochs (whole epochs, "
+        "where they checkpoint): their stages in function space (fort-fig11)",
+        default=None,
+        gt=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -184,6 +200,97 @@ class IntegratedView:
         for i, e in enumerate(self.children.spawn_epochs):
             if e >= self.parent.epochs:
                 raise error(f"children.spawn_epochs[{i}]", "an epoch before parent.epochs", e)
+
+
+@dataclass(frozen=True)
+class FunctionDistance:
+    """Fort et al. figures 6, 10, 20: children's function distance against spawn epoch."""
+
+    smooth_window: float | None = spec(
+        "figure 10: also the function distance averaged over spawn epochs within +- window / 2",
+        default=None,
+        gt=0,
+    )
+    diversity_min: float = spec(
+        "a late function distance at least this is 'non-negligible diversity within a basin'",
+        ge=0,
+    )
+
+
+@dataclass(frozen=True)
+class Velocity:
+    """Fort et al. figure 7: the first epochs, kernel velocity against error barrier."""
+
+    zoom_until: float = spec("the panels show epochs up to this", gt=0)
+    slow_fraction: float = spec(
+        "once the barrier has vanished the velocity should stay below this fraction of its "
+        "largest value ('a low non-zero velocity')",
+        gt=0,
+        le=1,
+    )
+    correlation_min: float = spec("velocity and barrier correlate at least this much", ge=-1, le=1)
+    correlation_points: int = spec("the correlation claim needs at least this many epochs", ge=3)
+
+
+@dataclass(frozen=True)
+class PlaneGrid:
+    """Fort et al. figure 5: the plane through a spawn point and two of its children."""
+
+    spawn_epochs: tuple[float, ...] = spec(
+        "the early (chaotic) and the late (stable) spawn epoch, among children.spawn_epochs",
+        expect="a list of two epochs",
+        ge=0,
+    )
+    resolution: int = spec("grid points per axis of the plane", ge=3)
+    margin: float = spec("the grid extends the three networks' bounding box by this fraction", ge=0)
+    tangent_gap: float = spec(
+        "a tangent plane 'describes' the plane when its test error differs from the network's "
+        "by at most this, on average over the grid",
+        ge=0,
+    )
+
+    def check(self) -> None:
+        if len(self.spawn_epochs) != 2 or self.spawn_epochs[0] >= self.spawn_epochs[1]:
+            raise error("spawn_epochs", "two epochs, early then late", list(self.spawn_epochs))
+
+
+@dataclass(frozen=True)
+class Tsne:
+    """Fort et al. figure 11: t-SNE of the predicted probabilities."""
+
+    perplexity: float = spec("t-SNE perplexity (below the number of embedded networks)", gt=0)
+    seed: int = spec("t-SNE seed", ge=0)
+
+
+@dataclass(frozen=True)
+class FunctionDistanceView(IntegratedView):
+    distance: FunctionDistance = spec("function distance: smoothing and claims")
+
+
+@dataclass(frozen=True)
+class VelocityView(IntegratedView):
+    velocity: Velocity = spec("kernel velocity against error barrier")
+
+
+@dataclass(frozen=True)
+class PlaneView(IntegratedView):
+    plane: PlaneGrid = spec("the planes through spawn points and children")
+
+    def check(self) -> None:
+        super().check()
+        for i, e in enumerate(self.plane.spawn_epochs):
+            if not any(abs(e - c) < 1e-9 for c in self.children.spawn_epochs):
+                raise error(f"plane.spawn_epochs[{i}]", "one of children.spawn_epochs", e)
+
+
+@dataclass(frozen=True)
+class TsneView(IntegratedView):
+    tsne: Tsne = spec("t-SNE of parent and children")
+
+    def check(self) -> None:
+        super().check()
+        if not self.children.snapshot_every:
+            raise error("children.snapshot_every", "whole epochs (the children's stages)", None)
 
 
 @dataclass(frozen=True)
@@ -248,10 +355,177 @@ class KernelLearning:
         self.parent.check_snapshots("children.spawn_epochs", self.children.spawn_epochs)
 
 
+# ---------------------------------------------------------------------------------------
+# Silent alignment (Atanasov, Bordelon, Pehlevan 2022)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaData:
+    """Inputs and targets of a silent-alignment run (``ntkpaper.jobs.silent.prepare``)."""
+
+    dataset: Literal["synthetic", "digits", "mnist", "cifar10"] = spec(
+        "synthetic: Gaussian inputs and a linear teacher; otherwise images, flattened"
+    )
+    classes: tuple[int, ...] = spec(
+        "classes used: two give targets +1 / -1 (the first +1); more, one-hot minus 1/C "
+        "(ours); ignored for synthetic",
+        expect="a list of class labels",
+        ge=0,
+    )
+    n_train: int = spec("P, training examples (the first of those classes, in order)", gt=1)
+    n_test: int = spec("test points for the predictions", gt=0)
+    gamma: float | None = spec(
+        "partial whitening X = U S V^T -> U S^gamma V^T (0 white, 1 raw; images are centred "
+        "first); null: raw inputs (images centred)",
+        ge=0,
+        le=1,
+    )
+    dim: int | None = spec("synthetic: input dimension D", default=None, gt=0)
+    outputs: int = spec("synthetic: teacher outputs C", default=1, gt=0)
+    seed: int = spec("synthetic: seed of inputs and teacher", default=0, ge=0)
+
+    def check(self) -> None:
+        if self.dataset == "synthetic" and self.dim is None:
+            raise error("dim", "the input dimension D of the synthetic data", None)
+        if self.dataset != "synthetic" and len(self.classes) < 2:
+            raise error("classes", "at least two classes", list(self.classes))
+
+
+@dataclass(frozen=True)
+class SaNetwork:
+    """A fully connected network f = W^L phi(... phi(W^1 x)), W^l ~ N(0, sigma^2 / N_l), or the
+    Wide ResNet of appendix I (no batch norm), weights ~ N(0, sigma^2 / fan_in)."""
+
+    activation: Literal["linear", "relu", "tanh"] = spec("phi (the Wide ResNet is relu)")
+    depth: int = spec("mlp: L, the number of weight matrices; wrn: blocks per group", ge=1)
+    width: int = spec("mlp: N, the units of every hidden layer; wrn: widen factor k", gt=0)
+    sigmas: tuple[float, ...] = spec(
+        "initialisation scales, one run each, trained as one vmapped program",
+        expect="a list of numbers",
+        gt=0,
+    )
+    seed: int = spec("seed of the initial weights (the same directions for every sigma)", ge=0)
+    arch: Literal["mlp", "wrn"] = spec("fully connected, or the Wide ResNet", default="mlp")
+    first_sigma: float | None = spec(
+        "the first layer's sigma where it differs (appendix I: 6.0)", default=None, gt=0
+    )
+
+    def check(self) -> None:
+        if self.arch == "mlp" and self.depth < 2:
+            raise error("depth", "at least 2 weight matrices", self.depth)
+        if self.arch == "wrn" and self.activation != "relu":
+            raise error("activation", "relu for wrn", self.activation)
+
+
+@dataclass(frozen=True)
+class SaTrain:
+    """Full-batch training on L = 1/(2P) sum (f - y)^2; time t = lr x steps."""
+
+    optimizer: Literal["gd", "adam"] = spec("gradient descent or Adam")
+    lr: float = spec("learning rate", gt=0)
+    steps: int = spec("training steps", gt=0)
+    log_points: int = spec("log-spaced steps at which loss and NTK are measured", ge=3)
+    layer_lr: tuple[float, ...] | None = spec(
+        "per-layer learning-rate multipliers eta_l (one per weight matrix); null: all 1",
+        default=None,
+        gt=0,
+    )
+
+
+@dataclass(frozen=True)
+class SaRun:
+    name: str = spec("label of this run in the figure")
+    data: SaData = spec("inputs and targets")
+    network: SaNetwork = spec("the network")
+    train: SaTrain = spec("training")
+    silent: bool | None = spec(
+        "the paper's claim for this run, where it differs from the figure's claims.silent",
+        default=None,
+    )
+
+    def check(self) -> None:
+        lr = self.train.layer_lr
+        if lr is not None and (self.network.arch != "mlp" or len(lr) != self.network.depth):
+            raise error("train.layer_lr", f"{self.network.depth} multipliers (mlp only)", lr)
+        if self.network.arch == "wrn" and self.data.dataset == "synthetic":
+            raise error("data.dataset", "images for wrn", "synthetic")
+
+
+SA_CLAIMS = (
+    "silent", "final_ntk", "max_alignment", "anisotropy", "closed_form_loss", "t_half_log",
+    "q_r", "spike", "t_half_power", "depth_alignment", "gram", "transfer",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SaClaims:
+    rows: tuple[Literal[SA_CLAIMS], ...] = spec(  # type: ignore[valid-type]
+        "the paper's claims this figure tests (ntkpaper.claims.SILENT_CLAIMS says what each is)",
+        expect=f"a list of claims among {', '.join(SA_CLAIMS)}",
+    )
+    silent: bool = spec(
+        "the paper's claim for this figure: alignment precedes the loss drop (true) or, as in "
+        "its unwhitened appendix I, it does not (false)"
+    )
+    before: float = spec(
+        "'alignment precedes': alignment reaches this fraction of its final value before the "
+        "loss falls to this fraction of its initial value",
+        gt=0,
+        lt=1,
+    )
+    match_ratio: float = spec(
+        "the final-NTK predictor 'matches' the network: its RMS gap to the network at most this "
+        "fraction of the initial-NTK predictor's",
+        gt=0,
+    )
+    rtol: float = spec("relative tolerance of a measurement against the closed-form theory", gt=0)
+
+
+@dataclass(frozen=True)
+class SilentAlignment:
+    """Atanasov et al. figures: runs of small networks, the NTK over training, theory."""
+
+    runs: tuple[SaRun, ...] = spec("the runs drawn", expect="a list of runs")
+    claims: SaClaims = spec("tolerances of the claims table")
+
+    def check(self) -> None:
+        names = [r.name for r in self.runs]
+        if len(set(names)) != len(names):
+            raise error("runs", "runs with distinct names", names)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Theory only (figure E1): transfer generalisation error, eq. 46."""
+
+    dim: int = spec("D, the input dimension of the spectrum", gt=1)
+    ridge: float = spec("lambda, the ridge of the self-consistent kappa equation", ge=0)
+    strengths: tuple[float, ...] = spec("feature strengths A", expect="a list of numbers", ge=0)
+    overlaps: tuple[float, ...] = spec(
+        "task overlaps alpha", expect="a list of numbers", ge=0, le=1
+    )
+    sample_sizes: tuple[int, ...] = spec("sample sizes P", expect="a list of integers", gt=0)
+
+
+@dataclass(frozen=True)
+class TransferFigure:
+    transfer: Transfer = spec("the theory's parameters")
+    claims: SaClaims = spec("tolerances of the claims table")
+
+
 NOTEBOOKS: dict[str, type] = {
     "fort_integrated_view": IntegratedView,
+    "fort_function_distance": FunctionDistanceView,
+    "fort_kernel_velocity": VelocityView,
+    "fort_plane": PlaneView,
+    "fort_tsne": TsneView,
     "fort_linearised": KernelLearning,
     "fort_nonlinear_advantage": KernelLearning,
+    "sa_dynamics": SilentAlignment,
+    "sa_linear": SilentAlignment,
+    "sa_deep_linear": SilentAlignment,
+    "sa_transfer": TransferFigure,
 }
 
 

@@ -45,6 +45,7 @@ class ChildrenSpec:
     n_children: int
     seed: int
     low_lr: LowLr | None = None  # None: the parent's schedule, to the parent's last epoch
+    snapshot_every: int | None = None  # keep the children's weights every this many epochs
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,36 @@ class LinearisedSpec:
 
 
 @dataclass(frozen=True)
+class PlaneSpec:
+    """The plane through a spawn point and its first two children (Fort et al. figure 5)."""
+
+    children: str  # the children run's key
+    bn: BatchNorm
+    resolution: int
+    margin: float
+
+
+@dataclass(frozen=True)
+class TsneSpec:
+    """Parent and children at their snapshots, embedded together (Fort et al. figure 11)."""
+
+    parent: str
+    children: tuple[str, ...]
+    bn: BatchNorm
+    perplexity: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class AlignmentSpec:
+    """A silent-alignment run: data, network (a grid of sigma), training."""
+
+    data: P.SaData
+    network: P.SaNetwork
+    train: P.SaTrain
+
+
+@dataclass(frozen=True)
 class Job:
     """One cached run: ``kind`` (a rule), its typed ``spec``, the runs it reads."""
 
@@ -121,6 +152,16 @@ class IntegratedRuns:
 
     def jobs(self) -> list[Job]:
         return [self.parent, self.parent_measure, *self.children, *self.children_measure]
+
+
+@dataclass(frozen=True)
+class LandscapeRuns(IntegratedRuns):
+    """Figures 2-4's runs and, for figures 5 and 11, the planes or the t-SNE."""
+
+    extra: tuple[Job, ...] = ()
+
+    def jobs(self) -> list[Job]:
+        return [*super().jobs(), *self.extra]
 
 
 @dataclass(frozen=True)
@@ -157,7 +198,11 @@ def batch_norm(m: P.Measure) -> BatchNorm:
 def children_jobs(parent: Job, c: P.Children, m: P.Measure) -> tuple[list[Job], list[Job]]:
     """Children per spawn epoch (the parent's schedule to its end), and their measurements."""
     children = [
-        Job("children", ChildrenSpec(parent.key, e, c.n_children, c.seed), (parent,))
+        Job(
+            "children",
+            ChildrenSpec(parent.key, e, c.n_children, c.seed, snapshot_every=c.snapshot_every),
+            (parent,),
+        )
         for e in c.spawn_epochs
     ]
     measures = [
@@ -181,6 +226,27 @@ def integrated_runs(fig: P.Figure) -> IntegratedRuns:
     return IntegratedRuns(parent, measure, tuple(children), tuple(measures))
 
 
+def landscape_runs(fig: P.Figure) -> LandscapeRuns:
+    """Figures 6, 7, 10, 20: those of 2-4. Figure 5: a plane per spawn epoch of ``plane``.
+    Figure 11: the t-SNE of the parent and every child."""
+    r, p = integrated_runs(fig), fig.params
+    bn = batch_norm(p.measure)
+    extra = []
+    if isinstance(p, P.PlaneView):
+        by_epoch = {job.spec.spawn_epoch: job for job in r.children}
+        extra = [
+            Job("plane", PlaneSpec(by_epoch[e].key, bn, p.plane.resolution, p.plane.margin),
+                (by_epoch[e],))
+            for e in p.plane.spawn_epochs
+        ]  # fmt: skip
+    if isinstance(p, P.TsneView):
+        spec = TsneSpec(r.parent.key, tuple(j.key for j in r.children), bn, p.tsne.perplexity,
+                        p.tsne.seed)  # fmt: skip
+        extra = [Job("tsne", spec, (r.parent, *r.children))]
+    return LandscapeRuns(*(getattr(r, f) for f in ("parent", "parent_measure", "children",
+                                                   "children_measure")), tuple(extra))  # fmt: skip
+
+
 def kernel_runs(fig: P.Figure) -> KernelRuns:
     """Parent, its Taylor models trained from every t~, low-lr children, barrier children."""
     p = fig.params
@@ -201,8 +267,33 @@ def kernel_runs(fig: P.Figure) -> KernelRuns:
     return KernelRuns(parent, linearised, tuple(low_lr), tuple(children), tuple(measures), standard)
 
 
+@dataclass(frozen=True)
+class SilentRuns:
+    """The runs behind an Atanasov et al. figure, in the order of its ``runs``."""
+
+    runs: tuple[Job, ...]
+
+    def jobs(self) -> list[Job]:
+        return list(self.runs)
+
+
+def silent_runs(fig: P.Figure) -> SilentRuns:
+    runs = getattr(fig.params, "runs", ())
+    return SilentRuns(
+        tuple(Job("alignment", AlignmentSpec(r.data, r.network, r.train)) for r in runs)
+    )
+
+
 RUNS_OF = {
     "fort_integrated_view": integrated_runs,
+    "fort_function_distance": landscape_runs,
+    "fort_kernel_velocity": landscape_runs,
+    "fort_plane": landscape_runs,
+    "fort_tsne": landscape_runs,
+    "sa_dynamics": silent_runs,
+    "sa_linear": silent_runs,
+    "sa_deep_linear": silent_runs,
+    "sa_transfer": silent_runs,
     "fort_linearised": kernel_runs,
     "fort_nonlinear_advantage": kernel_runs,
 }
@@ -223,7 +314,8 @@ def all_jobs(figures: dict[str, P.Figure]) -> dict[str, Job]:
 
 
 def dataset_files(job: Job) -> list[Path]:
-    """The cached dataset a parent run reads (none for the embedded digits)."""
-    if job.kind != "parent" or job.spec.data.dataset == "digits":
+    """The cached dataset a parent or alignment run reads (none for the embedded digits or
+    synthetic data)."""
+    if job.kind not in ("parent", "alignment") or job.spec.data.dataset in ("digits", "synthetic"):
         return []
     return [data_dir() / f"{job.spec.data.dataset}.npz"]

@@ -30,8 +30,12 @@ def spec(help: str, expect: str | None = None, default: Any = dataclasses.MISSIN
     """A dataclass field with a help string, an optional phrase for errors and bounds.
 
     Bounds: ``gt``, ``ge``, ``lt``, ``le`` apply to a number or to every item of a list.
+    A field with a default is keyword-only, so a subclass may add fields without one.
     """
-    return field(default=default, metadata={"help": help, "expect": expect, **bounds})
+    optional = default is not dataclasses.MISSING  # keyword-only: subclasses add required fields
+    return field(
+        default=default, kw_only=optional, metadata={"help": help, "expect": expect, **bounds}
+    )
 
 
 class FieldError(Exception):

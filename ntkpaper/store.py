@@ -160,6 +160,14 @@ def parent_snapshot(parent: Any, step: int) -> dict[str, np.ndarray]:
     return load_arrays(run_dir(parent.kind, parent.key) / snapshot_name(step))
 
 
+def children_snapshots(children: Any) -> list[dict[str, np.ndarray]]:
+    """The stacked snapshots a complete children run kept (``snapshot_every``), by step."""
+    files = read_json(manifest_path(children.kind, children.key))["files"]
+    return [
+        load_arrays(run_dir(children.kind, children.key) / f) for f in files if f != "final.npz"
+    ]
+
+
 ERRORS = ("train_error", "train_loss", "test_error", "test_loss")
 """What a parent snapshot records of the network, and a parent measurement of each snapshot."""
 
@@ -178,6 +186,11 @@ def parent_history(parent: Any) -> dict[str, np.ndarray]:
 def measurements(job: Any) -> dict[str, np.ndarray]:
     """The ``measure.npz`` of a complete measurement job."""
     return load_arrays(run_dir(job.kind, job.key) / "measure.npz")
+
+
+def output(job: Any, name: str) -> dict[str, np.ndarray]:
+    """The arrays file ``name`` of a complete run."""
+    return load_arrays(run_dir(job.kind, job.key) / name)
 
 
 def final(job: Any) -> dict[str, np.ndarray]:

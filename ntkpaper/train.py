@@ -54,9 +54,11 @@ def epoch_to_step(epoch: float, spe: int) -> int:
 def optimizer(
     sgd: Sgd, spe: int, lr: float | None = None, lr_drops: Sequence[float] | None = None
 ) -> optax.GradientTransformation:
-    """SGD with momentum and L2 weight decay; lr multiplied by ``lr_decay`` at each drop.
+    """SGD with momentum (or Adam) and L2 weight decay; lr multiplied by ``lr_decay`` at each
+    drop.
 
-    lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. ``sgd`` is a parent's or a
+    lr(step) = lr * lr_decay ** #{drops d : step >= d * spe}. Weight decay is added to the
+    gradient before the optimiser (L2, not AdamW's decoupled decay). ``sgd`` is a parent's or a
     linearised run's section; ``lr`` and ``lr_drops`` override it (low-learning-rate
     children) with the same state layout.
     """
@@ -67,9 +69,12 @@ def optimizer(
         s = epoch_to_step(e, spe)
         scales[s] = scales.get(s, 1.0) * sgd.lr_decay
     schedule = optax.piecewise_constant_schedule(lr, scales)
-    return optax.chain(
-        optax.add_decayed_weights(sgd.weight_decay), optax.sgd(schedule, momentum=sgd.momentum)
+    step = (
+        optax.adam(schedule)
+        if sgd.optimizer == "adam"
+        else optax.sgd(schedule, momentum=sgd.momentum)
     )
+    return optax.chain(optax.add_decayed_weights(sgd.weight_decay), step)
 
 
 def init_state(

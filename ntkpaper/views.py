@@ -111,12 +111,233 @@ def kernel_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
     table["advantage"] = table["linearised"] - table["low_lr"]
     table["low_lr_converged"] = [float(np.mean(np.isfinite(f["converged_epoch"]))) for f in finals]
     table["low_lr_epochs"] = [float(f["epochs_trained"]) for f in finals]
-    barrier = {}
-    for job in r.children_measure:
-        m = store.measurements(job)
-        barrier[float(m["spawn_epoch"])] = float(m["barrier_test"])
+    barrier = barriers(r.children_measure)
     table["barrier"] = [barrier.get(float(e), np.nan) for e in t]
     curves = pd.DataFrame(
         lin["test_error"], index=pd.Index(np.round(lin["epoch"], 4), name="epoch"), columns=t
     )
     return {"t_tilde": table, "curves": curves}
+
+
+def barriers(children_measure) -> dict[float, float]:
+    """Test error barrier between two children, by spawn epoch."""
+    ms = [store.measurements(j) for j in children_measure]
+    return {float(m["spawn_epoch"]): float(m["barrier_test"]) for m in ms}
+
+
+def function_distance_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
+    """Fort et al. figures 6, 10 and 20 as tables.
+
+    ``spawn``: by spawn epoch, the children's function-space distance at the end, its
+    average over spawn epochs within +- ``distance.smooth_window`` / 2 (``smoothed``; NaN
+    without a window), their error barrier (test, train) and mean test error.
+    """
+    view = integrated_view(fig)
+    b, e = view["panel_B"], view["panel_E"]
+    t = pd.DataFrame({"function_distance": e["function_distance"]}, index=e.index)
+    w = fig.params.distance.smooth_window
+    t["smoothed"] = smooth(t.index, t["function_distance"], w) if w else np.nan
+    t["barrier_test"], t["barrier_train"] = b["barrier_test"], b["barrier_train"]
+    t["child_test_error"] = e["child_test_error"]
+    return {"spawn": t}
+
+
+def smooth(epochs: np.ndarray, values: np.ndarray, window: float) -> np.ndarray:
+    """Centred window average: at each epoch t, the mean of the values at epochs within
+    window / 2 of t (Fort et al. figure 10)."""
+    t, v = np.asarray(epochs, float), np.asarray(values, float)
+    return np.array([v[np.abs(t - ti) <= window / 2 + 1e-9].mean() for ti in t])
+
+
+def velocity_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
+    """Fort et al. figure 7 as tables: ``velocity`` (kernel and ReLU velocity at the fixed
+    ``parent.pair_dt``, by epoch), ``barrier`` (by spawn epoch) and ``both``: each spawn
+    epoch up to ``velocity.zoom_until`` with the kernel velocity at the snapshot of its step
+    (epochs are rounded to whole steps: 0.2 epochs of 22 steps is step 4)."""
+    view = integrated_view(fig)
+    v, b = view["velocity"], view["panel_B"]
+    h = store.parent_history(plan.integrated_runs(fig).parent)
+    spe = h["step"][-1] / h["epoch"][-1]
+    t = v.index.to_numpy()
+    rows = {}
+    for e, barrier in b["barrier_test"].items():
+        i = int(np.argmin(np.abs(t - e))) if len(t) else -1
+        if e <= fig.params.velocity.zoom_until and i >= 0 and abs(t[i] - e) < 0.5 / spe:
+            rows[e] = {"kernel_velocity": v["kernel"].iloc[i], "barrier_test": barrier}
+    both = pd.DataFrame.from_dict(rows, orient="index", columns=["kernel_velocity", "barrier_test"])
+    both.index.name = "spawn_epoch"
+    return {"velocity": v, "barrier": b, "both": both}
+
+
+def plane_view(fig: P.Figure) -> dict:
+    """Fort et al. figure 5: ``planes`` (by spawn epoch, the arrays of ``runs/plane``) and
+    ``summary``: by spawn epoch, the test errors of the spawn point and of the children, the
+    test error barrier between the children (their measurement), the mean absolute gap over
+    the grid between the error of the tangent plane at the spawn point (at child 0) and the
+    network's, and the largest distance of the plane's image in function space from the
+    plane through the three networks' functions (root mean square over test inputs)."""
+    r = plan.landscape_runs(fig)
+    barrier = barriers(r.children_measure)
+    planes, rows = {}, []
+    for job in r.extra:
+        a = store.output(job, "plane.npz")
+        e = float(a["spawn_epoch"])
+        planes[e] = a
+        w = a["error_weight"]
+        gap = {at: np.abs(a[f"error_tangent_{at}"] - w) for at in ("spawn", "child")}
+        rows.append({
+            "spawn_epoch": e,
+            "error_spawn": a["corner_error"][0],
+            "error_children": float(np.mean(a["corner_error"][1:])),
+            "barrier_test": barrier.get(e, np.nan),
+            "tangent_gap_spawn": float(gap["spawn"].mean()),
+            "tangent_gap_child": float(gap["child"].mean()),
+            "off_plane_max": float(a["function_off_plane"].max()),
+        })  # fmt: skip
+    return {"planes": planes, "summary": pd.DataFrame(rows).set_index("spawn_epoch")}
+
+
+def tsne_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
+    """Fort et al. figure 11: ``points`` (t-SNE coordinates, lineage: spawn epoch (NaN for
+    the parent) and child (-1 for the parent), epoch) and ``apart`` (by spawn epoch, the
+    distance between the two children's predicted probabilities at the end, root mean
+    square over test inputs; the barrier between them)."""
+    r = plan.landscape_runs(fig)
+    (job,) = r.extra
+    a = store.output(job, "tsne.npz")
+    points = pd.DataFrame({
+        "x": a["embedding"][:, 0], "y": a["embedding"][:, 1], "spawn_epoch": a["spawn_epoch"],
+        "child": a["child"], "epoch": a["epoch"],
+    })  # fmt: skip
+    barrier = barriers(r.children_measure)
+    spawn = pd.Index(a["children_spawn_epoch"], name="spawn_epoch")
+    apart = pd.DataFrame({"children_apart": a["children_apart"]}, index=spawn)
+    apart["barrier_test"] = [barrier.get(float(e), np.nan) for e in spawn]
+    return {"points": points, "apart": apart}
+
+
+# ---------------------------------------------------------------------------------------
+# Silent alignment (Atanasov et al. 2022)
+# ---------------------------------------------------------------------------------------
+
+LOGGED = ("loss", "alignment", "kernel_norm", "cos", "q", "r")
+
+
+def crossing(time: np.ndarray, values: np.ndarray, level: float, rising: bool) -> float:
+    """The first time ``values`` reaches ``level`` (from below if ``rising``, else from
+    above), linearly interpolated between the logged times around it; NaN if never."""
+    v = np.asarray(values, float) * (1 if rising else -1)
+    level = level * (1 if rising else -1)
+    i = np.flatnonzero(v >= level)
+    if not len(i):
+        return float("nan")
+    j = int(i[0])
+    if j == 0:
+        return float(time[0])
+    f = (level - v[j - 1]) / (v[j] - v[j - 1])
+    return float(time[j - 1] + f * (time[j] - time[j - 1]))
+
+
+def silent_view(fig: P.Figure, before: float | None = None) -> dict:
+    """Atanasov et al. figures as tables: ``curves`` (run, sigma, step, time and the logged
+    loss, alignment, kernel norm, cos, q, r), ``predictions`` (network, final-NTK and
+    initial-NTK predictions on test points) and ``summary`` by (run, sigma): times at which
+    alignment reaches ``before`` (default ``claims.before``) of its final value
+    (``t_align``; every time interpolated between logged ones, ``crossing``), the loss falls
+    to ``before`` of its initial value (``t_loss``) and to half (``t_half``), cos reaches 1/2
+    (``t_cos``); final alignment and the linear-network theory's maximal one (eqs. 42, 53);
+    RMS gaps of the final- and initial-NTK predictors to the network; test error; the final
+    NTK's eigenvalue ratio (over the inputs' rank) and eq. 37's.
+    Two-layer linear runs with one output add the closed forms: ``loss_theory``, ``q_theory``,
+    ``r_theory`` in ``curves`` (appendix B.3, eqs. 27-28, from the measured q0, r0, s) and
+    ``t_half_theory``. ``arrays``: each run's stored arrays, by name."""
+    from ntkpaper import theory
+
+    before = fig.params.claims.before if before is None else before
+    curves, preds, rows, arrays = [], [], [], {}
+    for spec, job in zip(fig.params.runs, plan.silent_runs(fig).runs):
+        a = store.output(job, "run.npz")
+        arrays[spec.name] = a
+        net, t = spec.network, a["time"]
+        x, y, s = a["x"], a["y"], float(a["teacher_norm"])
+        max_align = theory.final_alignment(x.astype(np.float64), y.astype(np.float64), net.depth)
+        rank = np.linalg.matrix_rank(x)
+        ratio_theory = theory.ntk_eigenvalue_ratio(spec.train.layer_lr or (1.0,) * net.depth)
+        closed = net.activation == "linear" and net.depth == 2 and y.shape[1] == 1
+        for i, sigma in enumerate(a["sigma"]):
+            c = pd.DataFrame({"step": a["step"], "time": t,
+                              **{k: a[k][i] for k in LOGGED if k in a}})  # fmt: skip
+            loss, align = c["loss"].to_numpy(), c["alignment"].to_numpy()
+            row = {
+                "run": spec.name, "sigma": float(sigma), "depth": net.depth,
+                "activation": net.activation,
+                "silent_expected": fig.params.claims.silent if spec.silent is None else spec.silent,
+                "t_align": crossing(t, align, before * align[-1], rising=True),
+                "t_loss": crossing(t, loss, before * loss[0], rising=False),
+                "t_half": crossing(t, loss, 0.5 * loss[0], rising=False),
+                "t_cos": crossing(t, c["cos"], 0.5, rising=True) if "cos" in c else np.nan,
+                "alignment_final": align[-1], "alignment_theory": max_align,
+            }  # fmt: skip
+            net_p, fin, ini = (
+                a[f"predict_{k}"][i] for k in ("network", "final_ntk", "initial_ntk")
+            )
+            rms = lambda u: float(np.sqrt(np.mean((u - net_p) ** 2)))  # noqa: E731
+            row["rms_final_ntk"], row["rms_initial_ntk"] = rms(fin), rms(ini)
+            yt = a["y_test"]
+            wrong = (np.sign(net_p[:, 0]) != np.sign(yt[:, 0])) if yt.shape[1] == 1 else (
+                np.argmax(net_p, 1) != np.argmax(yt, 1))  # fmt: skip
+            row["test_error"] = float(np.mean(wrong))
+            if a["kernel_final"].size:
+                eig = np.sort(np.linalg.eigvalsh(a["kernel_final"][i]))[::-1][:rank]
+                row["eigen_ratio"] = float(eig[0] / eig[-1])
+            row["eigen_ratio_theory"] = ratio_theory
+            if closed:
+                q0, r0 = float(c["q"].iloc[0]), float(c["r"].iloc[0])
+                c["loss_theory"] = theory.loss_two_layer(t, s, q0, r0)
+                c["q_theory"], c["r_theory"] = theory.q_r_two_layer(t, s, q0, r0)
+                row["t_half_theory"] = theory.t_half_two_layer(s, 0.5 * (q0 + r0))
+                row["teacher_norm"] = s
+            rows.append(row)
+            curves.append(c.assign(run=spec.name, sigma=float(sigma)))
+            p = {"network": net_p, "final_ntk": fin, "initial_ntk": ini, "target": yt}
+            p = pd.DataFrame({k: v[:, 0] for k, v in p.items()})  # the first output
+            preds.append(p.assign(run=spec.name, sigma=float(sigma)))
+    return {
+        "curves": pd.concat(curves, ignore_index=True),
+        "predictions": pd.concat(preds, ignore_index=True),
+        "summary": pd.DataFrame(rows),
+        "arrays": arrays,
+    }
+
+
+def gram_view(fig: P.Figure) -> pd.DataFrame:
+    """Figure D.4: by run, the kernel distance S between the final NTK Gram matrix and the
+    theory's (eq. 42 with the network's depth, the data's minimum-norm beta), first sigma."""
+    from ntkpaper import metrics, theory
+
+    rows = []
+    for spec, job in zip(fig.params.runs, plan.silent_runs(fig).runs):
+        a = store.output(job, "run.npz")
+        x, y = a["x"].astype(np.float64), a["y"].astype(np.float64)
+        k = theory.final_ntk(x, x, theory.min_norm_fit(x, y), spec.network.depth)
+        k = np.einsum("pqcc->pq", k) / k.shape[-1]
+        k_inf = a["kernel_final"][0]
+        rows.append({
+            "run": spec.name, "depth": spec.network.depth,
+            "distance_to_theory": float(metrics.kernel_distance(k, k_inf)),
+            "distance_to_inputs": float(metrics.kernel_distance(x @ x.T, k_inf)),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("run")
+
+
+def transfer_view(fig: P.Figure) -> pd.DataFrame:
+    """Figure E.1 (theory only): the transfer generalisation error (eq. 46, ``theory``) for
+    every sample size P, feature strength A and task overlap alpha."""
+    from ntkpaper import theory
+
+    t = fig.params.transfer
+    rows = [
+        {"P": p, "A": a, "alpha": al, "error": theory.transfer_error(p, a, al, t.dim, t.ridge)}
+        for p in t.sample_sizes for a in t.strengths for al in t.overlaps
+    ]  # fmt: skip
+    return pd.DataFrame(rows)

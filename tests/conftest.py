@@ -25,7 +25,7 @@ def tiny_section() -> dict:
     section["parent"].update(
         epochs=2, lr_drops=[1.5], snapshots=[{"every": 0.5, "until": 1}, {"every": 1, "until": 2}]
     )
-    section["children"].update(spawn_epochs=[0, 1])
+    section["children"].update(spawn_epochs=[0, 1], snapshot_every=1)
     section["measure"].update(probe_size=8, ntk_block=4, bn_examples=256)
     section["claims"].update(late_epoch=1)
     return section
@@ -127,7 +127,79 @@ def write_tiny_advantage(directory: Path, name: str = "tiny-advantage") -> Path:
     return path
 
 
-TINY_FIGURES = ("tiny-fig", "tiny-kernel", "tiny-advantage")
+LANDSCAPE = {  # tiny figure: (notebook, its own section)
+    "tiny-plane": ("fort_plane", {"plane": {"spawn_epochs": [0, 1], "resolution": 4,
+                                            "margin": 0.25, "tangent_gap": 0.05}}),
+    "tiny-tsne": ("fort_tsne", {"tsne": {"perplexity": 3, "seed": 0}}),
+    "tiny-distance": ("fort_function_distance",
+                      {"distance": {"smooth_window": 1.0, "diversity_min": 0.05}}),
+    "tiny-velocity": ("fort_kernel_velocity", {"velocity": {
+        "zoom_until": 1, "slow_fraction": 0.5, "correlation_min": 0.5, "correlation_points": 3}}),
+}  # fmt: skip
+
+
+def write_tiny_landscape(directory: Path) -> list[Path]:
+    """The tiny landscape figures (Fort et al. 5, 6/10, 7, 11) on ``write_tiny``'s runs."""
+    paths = []
+    for name, (notebook, extra) in LANDSCAPE.items():
+        section = {**tiny_section(), **copy.deepcopy(extra)}
+        path = directory / f"{name}.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {"notebook": notebook, "quick": section, "paper": copy.deepcopy(section)}
+            )
+        )
+        paths.append(path)
+    return paths
+
+
+def _sa_run(name, dataset, activation, depth, sigmas, steps=300, **data) -> dict:
+    """A tiny silent-alignment run: P = 60 examples, width 16, gradient descent."""
+    return {
+        "name": name,
+        "data": {"dataset": dataset, "classes": [0, 1], "n_train": 60, "n_test": 20,
+                 "gamma": 0.0, **data},
+        "network": {"activation": activation, "depth": depth, "width": 16,
+                    "sigmas": list(sigmas), "seed": 0},
+        "train": {"optimizer": "gd", "lr": 0.05, "steps": steps, "log_points": 12},
+    }  # fmt: skip
+
+
+def _sa_claims(*rows: str) -> dict:
+    return {"rows": list(rows), "silent": True, "before": 0.9, "match_ratio": 0.5, "rtol": 0.1}
+
+
+SILENT = {  # tiny figure: (notebook, section)
+    "tiny-sa-dynamics": ("sa_dynamics", {
+        "runs": [_sa_run("relu digits", "digits", "relu", 2, [0.1])],
+        "claims": _sa_claims("silent", "final_ntk", "max_alignment")}),
+    "tiny-sa-linear": ("sa_linear", {
+        "runs": [_sa_run("linear", "synthetic", "linear", 2, [1e-3, 1e-2], dim=8)],
+        "claims": _sa_claims("closed_form_loss", "t_half_log", "q_r", "silent")}),
+    "tiny-sa-deep": ("sa_deep_linear", {
+        "runs": [_sa_run(f"L = {d}", "synthetic", "linear", d, [0.2, 0.3], dim=8, steps=600)
+                 for d in (2, 3)],
+        "claims": _sa_claims("t_half_power", "depth_alignment", "gram")}),
+    "tiny-sa-transfer": ("sa_transfer", {
+        "transfer": {"dim": 10, "ridge": 1e-3, "strengths": [0.0, 1.0], "overlaps": [0.5, 1.0],
+                     "sample_sizes": [1, 5, 20]},
+        "claims": _sa_claims("transfer")}),
+}  # fmt: skip
+
+
+def write_tiny_silent(directory: Path) -> list[Path]:
+    """Tiny figures of the four silent-alignment notebooks (seconds each)."""
+    paths = []
+    for name, (notebook, section) in SILENT.items():
+        path = directory / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(
+            {"notebook": notebook, "quick": copy.deepcopy(section), "paper": copy.deepcopy(section)}
+        ))  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+TINY_FIGURES = ("tiny-fig", "tiny-kernel", "tiny-advantage", *LANDSCAPE, *SILENT)
 """The figures of ``tiny_built``: one per notebook, all on one parent."""
 
 
@@ -150,6 +222,8 @@ def tiny_built(tmp_path_factory) -> Path:
     write_tiny(root / "params")
     write_tiny_kernel(root / "params")
     write_tiny_advantage(root / "params")
+    write_tiny_landscape(root / "params")
+    write_tiny_silent(root / "params")
     done = subprocess.run(
         [sys.executable, "-m", "ntkpaper", "figures", "--cores", "2"],
         cwd=root,

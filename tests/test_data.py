@@ -1,7 +1,9 @@
-"""Tests for ntkpaper.data on fake CIFAR archives in the official binary format (no network)."""
+"""Tests for ntkpaper.data on fake CIFAR archives in the official binary format and fake MNIST
+files in the official IDX + gzip format (no network)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -187,11 +189,234 @@ def test_data_dir_default(monkeypatch):
 
 
 def test_unknown_name():
+    assert "mnist" in data.DATASETS
     with pytest.raises(ValueError, match="cifar100"):
-        data.load("mnist")
+        data.load("imagenet")
     with pytest.raises(ValueError):
         data.prepare("svhn")
     assert data.prepare("digits") is None
+
+
+MNIST_NAMES = [f for pair in data.MNIST_FILES.values() for f in pair]
+
+
+def idx(magic: int, arr: np.ndarray) -> bytes:
+    """The official IDX layout: big-endian magic, one big-endian uint32 per dimension, then
+    the unsigned bytes in row-major order."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def write_gz(path: Path, payload: bytes, monkeypatch) -> None:
+    """Gzip ``payload`` into ``path`` and make its MD5 the expected one."""
+    path.write_bytes(gzip.compress(payload))
+    monkeypatch.setitem(data.CHECKSUMS, path.name, hashlib.md5(path.read_bytes()).hexdigest())
+
+
+@pytest.fixture
+def mnist(tmp_path, monkeypatch):
+    """The four fake MNIST files (20 train, 10 test images of 28x28) in tmp_path."""
+    x_train = RNG.integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    x_test = RNG.integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    x_train[0] = 0
+    x_train[0, 3, 17] = 255  # a single bright pixel at (h=3, w=17): catches a transpose
+    y_train = np.array([5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5, 3, 6, 1, 7, 2, 8, 6, 9], np.uint8)
+    y_test = np.array([7, 2, 1, 0, 4, 1, 4, 9, 5, 9], np.uint8)
+    payloads = {
+        "train-images-idx3-ubyte.gz": idx(2051, x_train),
+        "train-labels-idx1-ubyte.gz": idx(2049, y_train),
+        "t10k-images-idx3-ubyte.gz": idx(2051, x_test),
+        "t10k-labels-idx1-ubyte.gz": idx(2049, y_test),
+    }
+    for name, payload in payloads.items():
+        write_gz(tmp_path / name, payload, monkeypatch)
+    return tmp_path, x_train[..., None], y_train, x_test[..., None], y_test
+
+
+def test_mnist_round_trip(mnist):
+    root, x_train, y_train, x_test, y_test = mnist
+    npz = data.prepare("mnist", root)
+    assert npz == root / "mnist.npz" and not list(root.glob("*.part"))
+    with np.load(npz, allow_pickle=False) as f:  # the cache holds the pixels exactly
+        assert f["x_train"].dtype == np.uint8 and f["x_train"].shape == (20, 28, 28, 1)
+        np.testing.assert_array_equal(f["x_train"], x_train)
+        np.testing.assert_array_equal(f["x_test"], x_test)
+        np.testing.assert_array_equal(f["y_train"], y_train)
+        np.testing.assert_array_equal(f["y_test"], y_test)
+    ds = data.load("mnist", root)
+    assert ds.name == "mnist" and ds.num_classes == 10
+    assert ds.x_train.shape == (20, 28, 28, 1) and ds.x_test.shape == (10, 28, 28, 1)
+    assert ds.x_train.dtype == jnp.float32 and ds.y_train.dtype == jnp.int32
+    np.testing.assert_array_equal(ds.y_train, y_train)
+    np.testing.assert_array_equal(ds.y_test, y_test)
+    img0 = np.asarray(ds.x_train[0])
+    assert np.unravel_index(np.argmax(img0), img0.shape) == (3, 17, 0)
+    exp_train, exp_test = expected_normalised(x_train, x_test)
+    np.testing.assert_allclose(ds.x_train, exp_train, atol=1e-5)
+    np.testing.assert_allclose(ds.x_test, exp_test, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ds.x_train).mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ds.x_train).std(axis=(0, 1, 2)), 1, atol=1e-5)
+
+
+def test_mnist_npz_cache(mnist, monkeypatch):
+    root, *_ = mnist
+    first = data.load("mnist", root)
+    for name in MNIST_NAMES:  # the second load must not need the downloaded files
+        (root / name).unlink()
+    calls = []
+    real_load = np.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(data.np, "load", spy)
+    second = data.load("mnist", root)
+    assert calls and all(kw.get("allow_pickle") is False for kw in calls)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+
+
+@pytest.mark.parametrize("mirror_down", [False, True])
+def test_mnist_download_file_url(mnist, tmp_path, monkeypatch, mirror_down):
+    """Absent files are fetched (real urlopen on file:// URLs) from the first mirror that
+    answers, verified and converted."""
+    src, _, y_train, _, y_test = mnist
+    missing = (tmp_path / "no-such-mirror").as_uri() + "/"
+    mirrors = ([missing] if mirror_down else []) + [src.as_uri() + "/"]
+    monkeypatch.setattr(data, "MNIST_MIRRORS", tuple(mirrors))
+    root = tmp_path / "fresh"
+    ds = data.load("mnist", root)
+    for name in MNIST_NAMES:
+        assert (root / name).read_bytes() == (src / name).read_bytes()
+    assert not list(root.glob("*.part"))
+    np.testing.assert_array_equal(ds.y_train, y_train)
+    np.testing.assert_array_equal(ds.y_test, y_test)
+
+
+def test_mnist_mirror_first(mnist, tmp_path, monkeypatch):
+    src, *_ = mnist
+    urls = []
+
+    def fake_urlopen(url, *args, **kwargs):
+        urls.append(url)
+        return io.BytesIO((src / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    data.prepare("mnist", tmp_path / "fresh")
+    assert urls == [f"https://ossci-datasets.s3.amazonaws.com/mnist/{n}" for n in MNIST_NAMES]
+
+
+def test_mnist_wrong_checksum(mnist, monkeypatch):
+    root, *_ = mnist
+    monkeypatch.setitem(data.CHECKSUMS, "t10k-labels-idx1-ubyte.gz", "0" * 32)
+    with pytest.raises(data.DatasetUnavailable) as e:
+        data.load("mnist", root)
+    msg = str(e.value)
+    assert "md5" in msg and "0" * 32 in msg and "delete" in msg
+    assert str(root / "t10k-labels-idx1-ubyte.gz") in msg
+    assert not (root / "mnist.npz").exists()
+
+
+def test_mnist_offline(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    store = tmp_path / "store"
+    monkeypatch.setenv("NTKPAPER_DATA", str(store))
+    with pytest.raises(data.DatasetUnavailable) as e:
+        data.load("mnist")
+    msg = str(e.value)
+    assert "'mnist'" in msg and f"place them in {store} " in msg and "NTKPAPER_DATA" in msg
+    assert all(name in msg for name in MNIST_NAMES)
+    for base in (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ):
+        assert base + "train-images-idx3-ubyte.gz" in msg  # both mirrors were tried
+    assert not list(store.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupt_cache(request, dataset, damage):
+    root, *_ = request.getfixturevalue(dataset)
+    npz = data.prepare(dataset, root)
+    good = npz.read_bytes()
+    npz.write_bytes(
+        {"truncated": good[: len(good) // 2], "garbage": b"x" * 100, "empty": b""}[damage]
+    )
+    with pytest.raises(data.DatasetUnavailable) as e:
+        data.load(dataset, root)
+    msg = str(e.value)
+    assert repr(dataset) in msg and str(npz) in msg and "delete it" in msg
+    npz.unlink()  # the recovery the message names
+    data.load(dataset, root)
+    assert npz.read_bytes() == good
+
+
+def replace_payload(root: Path, name: str, edit, monkeypatch) -> None:
+    payload = gzip.decompress((root / name).read_bytes())
+    write_gz(root / name, edit(payload), monkeypatch)
+
+
+MALFORMED = {
+    "images-magic": (
+        "train-images-idx3-ubyte.gz",
+        lambda b: idx_magic(b, 2049),
+        "magic number 2049",
+    ),
+    "labels-magic": (
+        "t10k-labels-idx1-ubyte.gz",
+        lambda b: idx_magic(b, 2051),
+        "magic number 2051",
+    ),
+    "images-truncated": ("train-images-idx3-ubyte.gz", lambda b: b[:-5], "expected 15696"),
+    "labels-truncated": ("train-labels-idx1-ubyte.gz", lambda b: b[:-1], "expected 28"),
+    "labels-trailing": ("t10k-labels-idx1-ubyte.gz", lambda b: b + b"\0", "expected 18"),
+    "header-cut": ("t10k-images-idx3-ubyte.gz", lambda b: b[:10], "header"),
+    "dimensions": (
+        "t10k-images-idx3-ubyte.gz",
+        lambda b: b[:8] + (27).to_bytes(4, "big") + b[12:],
+        "expected (n, 28, 28)",
+    ),
+    "count-mismatch": (
+        "train-labels-idx1-ubyte.gz",
+        lambda b: b[:4] + (19).to_bytes(4, "big") + b[8:-1],
+        "20 images but",
+    ),
+    "label-range": ("t10k-labels-idx1-ubyte.gz", lambda b: b[:-1] + b"\x0a", "label 10"),
+}
+
+
+def idx_magic(payload: bytes, magic: int) -> bytes:
+    return magic.to_bytes(4, "big") + payload[4:]
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_mnist_malformed_idx(mnist, monkeypatch, case):
+    root, *_ = mnist
+    name, edit, reason = MALFORMED[case]
+    replace_payload(root, name, edit, monkeypatch)
+    with pytest.raises(data.DatasetUnavailable) as e:
+        data.load("mnist", root)
+    msg = str(e.value)
+    assert str(root / name) in msg and reason in msg and "delete" in msg, msg
+    assert not (root / "mnist.npz").exists()
+
+
+def test_mnist_not_gzip(mnist, monkeypatch):
+    root, *_ = mnist
+    path = root / "train-labels-idx1-ubyte.gz"
+    full = path.read_bytes()
+    for bad in (gzip.decompress(full), full[:-9]):  # not gzipped at all; gzip stream cut short
+        path.write_bytes(bad)
+        monkeypatch.setitem(data.CHECKSUMS, path.name, hashlib.md5(bad).hexdigest())
+        with pytest.raises(data.DatasetUnavailable) as e:
+            data.prepare("mnist", root)
+        assert str(path) in str(e.value) and "cannot decompress" in str(e.value)
+    assert not (root / "mnist.npz").exists()
 
 
 def test_digits():

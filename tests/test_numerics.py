@@ -23,13 +23,19 @@ SOURCES = {
     "linearised": ["jobs/linearised.py", *TRAINING],
     "parent_measure": ["jobs/measuring.py", "ntk.py", *TRAINING],
     "children_measure": ["jobs/measuring.py", "ntk.py", *TRAINING],
+    "plane": ["jobs/landscape.py", "landscape.py", *TRAINING],
+    "alignment": ["jobs/silent.py", "silent.py", "alignment.py", "theory.py", "ntk.py", "data.py"],
+    "tsne": ["jobs/landscape.py", "landscape.py", *TRAINING],
 }
 RECORDED = {  # kind: (numerics version, fingerprint of SOURCES[kind])
-    "parent": (1, "988b9407f1557d5a"),
-    "children": (2, "beb3e86f2c043bb9"),
-    "linearised": (2, "c0bacbe5dc31e7b9"),
-    "parent_measure": (2, "758cbe30acdbf65e"),
-    "children_measure": (2, "758cbe30acdbf65e"),
+    "parent": (1, "1341d4c88d45d5a5"),
+    "children": (2, "c108e97aeda47830"),
+    "linearised": (2, "2963c5c946ba4501"),
+    "parent_measure": (2, "379a66615237545e"),
+    "children_measure": (2, "379a66615237545e"),
+    "plane": (1, "a701fa2789cce420"),
+    "alignment": (1, "b86bbbb347bcc29d"),
+    "tsne": (1, "a701fa2789cce420"),
 }
 
 

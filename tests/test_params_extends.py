@@ -60,7 +60,7 @@ def test_extension_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("profile", params.PROFILES)
 def test_declared_shared_parents_are_one_run(profile):
     figs = params.load_all(profile)
-    parents = {fid: plan.figure_runs(f).parent.key for fid, f in figs.items()}
+    parents = {fid: plan.figure_runs(f).parent.key for fid, f in figs.items() if fid[:5] == "fort-"}
     assert parents["fort-fig8"] == parents["fort-fig4"] == parents["fort-fig19-taylor2"]
 
 

@@ -38,10 +38,20 @@ def test_the_figures_are_the_readme_s(figures):
         "fort-fig2": "fort_integrated_view",
         "fort-fig3": "fort_integrated_view",
         "fort-fig4": "fort_integrated_view",
+        "fort-fig5": "fort_plane",
+        "fort-fig6": "fort_function_distance",
+        "fort-fig7": "fort_kernel_velocity",
+        "fort-fig10": "fort_function_distance",
+        "fort-fig11": "fort_tsne",
+        "fort-fig20": "fort_function_distance",
         "fort-fig8": "fort_linearised",
         "fort-fig9": "fort_nonlinear_advantage",
         "fort-fig19-taylor2": "fort_linearised",
         "fort-fig19-wrn": "fort_linearised",
+        **{f"sa-fig{n}": "sa_dynamics" for n in ("1", "5", "6", "D2", "I1")},
+        **{f"sa-fig{n}": "sa_linear" for n in ("3", "B1", "D1")},
+        **{f"sa-fig{n}": "sa_deep_linear" for n in ("4", "D3", "D4")},
+        "sa-figE1": "sa_transfer",
     }
 
 
@@ -49,10 +59,10 @@ def test_constant_lr_figures_share_one_parent_and_the_others_have_their_own(figu
     r = runs(figures)
     shared = {r[f].parent.key for f in CONSTANT_LR}
     assert len(shared) == 1, {f: r[f].parent.key for f in CONSTANT_LR}
-    own = [r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig19-wrn")]
-    assert len({*own, *shared}) == 4  # fig2 (drops), fig3 (CIFAR-100 drops), the WRN
+    own = [r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig19-wrn", "fort-fig20")]
+    assert len({*own, *shared}) == 5  # fig2 (drops), fig3 (CIFAR-100), the WRN, no-BN Adam
     parents = [j for j in plan.all_jobs(figures).values() if j.kind == "parent"]
-    assert len(parents) == 4
+    assert len(parents) == 5
 
 
 def test_fig9_and_the_other_constant_lr_figures_reuse_fig4_s_children(figures):
@@ -87,9 +97,9 @@ def test_fig9_draws_fig8_s_runs_and_taylor2_only_its_low_lr_children(figures):
 def test_only_the_integrated_figures_measure_their_parent(figures):
     r = runs(figures)
     measured = [j for j in plan.all_jobs(figures).values() if j.kind == "parent_measure"]
-    assert len(measured) == 3  # fig2, fig3, fig4
+    assert len(measured) == 4  # fig2, fig3, fig4 (= fig5-7, 10, 11), fig20
     assert {j.spec.parent for j in measured} == {
-        r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig4")
+        r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig4", "fort-fig20")
     }
     linearised = [j for j in plan.all_jobs(figures).values() if j.kind == "linearised"]
     assert len(linearised) == 3  # fig8 = fig9, taylor2, WRN
@@ -104,11 +114,16 @@ def test_every_job_names_the_runs_it_reads(figures):
         assert job.key == key
         for dep in job.deps:
             assert dep.key in jobs, (job.kind, dep.kind)
-        if job.kind == "parent":
+        if job.kind in ("parent", "alignment"):
             assert job.deps == ()
             continue
+        if job.kind == "tsne":
+            parent, *children = job.deps
+            assert (job.spec.parent, job.spec.children) == (parent.key, keys(children))
+            assert {d.kind for d in children} == {"children"} and parent.kind == "parent"
+            continue
         (dep,) = job.deps
-        ref = {"children_measure": "children"}.get(job.kind, "parent")
+        ref = {"children_measure": "children", "plane": "children"}.get(job.kind, "parent")
         assert getattr(job.spec, ref) == dep.key, job.kind
         assert dep.kind == ref
         if job.kind == "children":
@@ -144,3 +159,46 @@ def test_fig8_standard_schedule_is_fig2_s_parent(profile):
     for fid in ("fort-fig8", "fort-fig9", "fort-fig19-taylor2"):
         runs = plan.figure_runs(figures[fid])
         assert runs.standard.key == fig2.key and runs.standard in runs.jobs(), fid
+
+
+LANDSCAPE = ("fort-fig5", "fort-fig6", "fort-fig7", "fort-fig10", "fort-fig11")
+
+
+def test_landscape_figures_read_fig4_s_runs_and_add_only_their_own(figures):
+    """fig5, 6, 7, 10 and 11 draw fig4's parent, children and measurements (computed once);
+    fig5 adds one plane per spawn epoch of its own, fig11 one t-SNE; fig20 has its own runs."""
+    r = runs(figures)
+    fig4 = r["fort-fig4"]
+    for fid in LANDSCAPE:
+        assert keys(r[fid].jobs()[: len(fig4.jobs())]) == keys(fig4.jobs()), fid
+    assert [j.kind for j in r["fort-fig5"].extra] == ["plane", "plane"]
+    spawn = {j.key: j.spec.spawn_epoch for j in fig4.children}
+    planes = [spawn[j.spec.children] for j in r["fort-fig5"].extra]
+    assert planes == list(figures["fort-fig5"].params.plane.spawn_epochs)
+    (tsne,) = r["fort-fig11"].extra
+    assert tsne.spec.children == keys(fig4.children) and tsne.spec.parent == fig4.parent.key
+    for fid in ("fort-fig6", "fort-fig7", "fort-fig10"):
+        assert r[fid].extra == ()
+    fig20 = r["fort-fig20"]
+    assert fig20.parent.key != fig4.parent.key
+    assert fig20.parent.spec.train.optimizer == "adam" and not fig20.parent.spec.model.batch_norm
+
+
+def test_silent_alignment_runs_are_their_own_and_one_per_run(figures):
+    """Each run of an Atanasov et al. figure is one alignment job (its sigmas vmapped inside);
+    runs that are the same in two files are one job; figure E.1 is theory only."""
+    r = runs(figures)
+    for fid, fig in figures.items():
+        if not fid.startswith("sa-"):
+            continue
+        jobs = r[fid].jobs()
+        assert [j.kind for j in jobs] == ["alignment"] * len(
+            fig.params.runs if fid != "sa-figE1" else ()
+        )
+        for job, run in zip(jobs, getattr(fig.params, "runs", ())):
+            assert job.spec.network.sigmas == run.network.sigmas and job.deps == ()
+    assert r["sa-figE1"].jobs() == []
+    datasets = {
+        j.spec.data.dataset for j in plan.all_jobs(figures).values() if j.kind == "alignment"
+    }
+    assert datasets <= {"digits", "synthetic", "mnist", "cifar10"}

@@ -111,6 +111,56 @@ def test_workflow_builds_caches_and_refuses_bad_params(built_env):
     assert planned(tiny_built) == {}  # every edit undone
 
 
+def test_landscape_notebooks_run_end_to_end(tiny_built):
+    """fort_plane, fort_tsne, fort_function_distance and fort_kernel_velocity on tiny figures
+    that read tiny-fig's runs: every output, the claims table, no error in the notebook; the
+    workflow computed tiny-fig's parent and children once for all of them."""
+    tables = {
+        "tiny-plane": ["summary.csv"],
+        "tiny-tsne": ["points.csv", "apart.csv"],
+        "tiny-distance": ["spawn.csv"],
+        "tiny-velocity": ["velocity.csv", "barrier.csv", "both.csv"],
+    }
+    for fid, names in tables.items():
+        out = tiny_built / "results" / "quick" / fid
+        for name in (f"{fid}.pdf", f"{fid}.png", f"{fid}.ipynb", "claims.csv", *names):
+            assert (out / name).stat().st_size > 0, (fid, name)
+        executed = (out / f"{fid}.ipynb").read_text()
+        assert '"output_type": "error"' not in executed, fid
+        table = pd.read_csv(out / "claims.csv")
+        assert len(table) >= 1 and table.holds.isin([True, False]).all(), (fid, table)
+    runs = tiny_built / "runs"
+    assert len(list((runs / "parent").iterdir())) == 1
+    assert len(list((runs / "children").iterdir())) == 4  # 2 spawn epochs + 2 low-lr t~
+    assert len(list((runs / "plane").iterdir())) == 2 and len(list((runs / "tsne").iterdir())) == 1
+    summary = pd.read_csv(tiny_built / "results" / "quick" / "tiny-plane" / "summary.csv")
+    assert list(summary.spawn_epoch) == [0.0, 1.0]
+    points = pd.read_csv(tiny_built / "results" / "quick" / "tiny-tsne" / "points.csv")
+    # the parent at every snapshot, each of 2 x 2 children at epoch 1 (spawn 0 only) and the end
+    snapshots = pd.read_csv(tiny_built / "results" / "quick" / "tiny-fig" / "panel_A.csv")
+    assert (points.child < 0).sum() == len(snapshots) and (points.child >= 0).sum() == 6
+
+
+def test_silent_alignment_notebooks_run_end_to_end(tiny_built):
+    """sa_dynamics, sa_linear, sa_deep_linear and sa_transfer on tiny figures: every output, a
+    claims row per claim the file names, no error in the executed notebook."""
+    from .conftest import SILENT
+
+    for fid, (_, section) in SILENT.items():
+        out = tiny_built / "results" / "quick" / fid
+        for name in (f"{fid}.pdf", f"{fid}.png", f"{fid}.ipynb", "claims.csv"):
+            assert (out / name).stat().st_size > 0, (fid, name)
+        executed = (out / f"{fid}.ipynb").read_text()
+        assert '"output_type": "error"' not in executed, fid
+        table = pd.read_csv(out / "claims.csv")
+        expected = len(section["claims"]["rows"]) + 2 * (fid == "tiny-sa-transfer")
+        assert len(table) == expected and table.holds.isin([True, False]).all(), (fid, table)
+    summary = pd.read_csv(tiny_built / "results" / "quick" / "tiny-sa-linear" / "summary.csv")
+    assert list(summary.sigma) == [1e-3, 1e-2]
+    assert (summary.t_half_theory > 0).all() and (summary.t_half > 0).all()
+    assert len(list((tiny_built / "runs" / "alignment").iterdir())) == 4  # 1 + 1 + 2 runs
+
+
 def test_kernel_notebooks_run_end_to_end(tiny_built):
     """fort_linearised and fort_nonlinear_advantage on a tiny figure each: every output, the
     claims table, no error in the executed notebook."""

@@ -27,6 +27,13 @@ KINDS: dict[str, Kind] = {
     "linearised": Kind("linearised", 2, "Taylor models of the parent at every t~, vmapped"),
     "parent_measure": Kind("measuring", 2, "NTK and ReLU patterns at every parent snapshot"),
     "children_measure": Kind("measuring", 2, "error barrier and distances between two children"),
+    "plane": Kind(
+        "landscape", 1, "test error over the plane through a spawn point and two children"
+    ),
+    "alignment": Kind(
+        "silent", 1, "a grid of sigma trained as one program; NTK alignment over time"
+    ),
+    "tsne": Kind("landscape", 1, "t-SNE of parent and children predictions at their snapshots"),
 }
 
 

@@ -97,7 +97,8 @@ def run_children(job: Job) -> None:
     optimiser state) and train them as one vmapped program, each on its own data order: to the
     parent's last epoch on its schedule or, for low-lr children, at a constant low learning rate
     until convergence (``converged``), at most ``low_lr.epochs``. Checkpoints the stacked state
-    at every epoch boundary."""
+    at every epoch boundary; with ``snapshot_every``, keeps the stacked weights and statistics
+    at every multiple of it (``store.snapshot_name``)."""
     (parent,) = job.deps
     s = setup(parent)
     ds, spec = s.dataset, job.spec
@@ -134,6 +135,12 @@ def run_children(job: Job) -> None:
         return bool(spec.low_lr) and bool(np.isfinite(converged(losses, spec.low_lr)).all())
 
     def on_stop(step: int, states: train_lib.TrainState) -> bool:
+        if spec.snapshot_every and step % (spec.snapshot_every * s.spe) == 0:
+            store.save_arrays(
+                out / store.snapshot_name(step),
+                {**store.tree_arrays(states.params, "params"),
+                 **store.tree_arrays(states.batch_stats, "batch_stats"), "step": step},
+            )  # fmt: skip
         if spec.low_lr:
             steps.append(step)
             losses.append(train_losses(states))
@@ -168,5 +175,6 @@ def run_children(job: Job) -> None:
             **(convergence(steps, losses, spec.low_lr, spawn_step, s.spe) if spec.low_lr else {}),
         },
     )
-    store.write_manifest(job.kind, job.key, job.record(), ["final.npz"])
+    snapshots = sorted(f.name for f in out.glob("snap-*.npz"))
+    store.write_manifest(job.kind, job.key, job.record(), [*snapshots, "final.npz"])
     ckpt.unlink(missing_ok=True)
