@@ -171,7 +171,10 @@ def _sa_claims(*rows: str) -> dict:
 
 SILENT = {  # tiny figure: (notebook, section)
     "tiny-sa-dynamics": ("sa_dynamics", {
-        "runs": [_sa_run("relu digits", "digits", "relu", 2, [0.1])],
+        "runs": [_sa_run("relu digits", "digits", "relu", 2, [0.1]),
+                 {**_sa_run("wrn digits", "digits", "relu", 1, [0.3], steps=20),
+                  "network": {"activation": "relu", "depth": 1, "width": 1, "sigmas": [0.3],
+                              "seed": 0, "arch": "wrn", "first_sigma": 6.0}}],
         "claims": _sa_claims("silent", "final_ntk", "max_alignment")}),
     "tiny-sa-linear": ("sa_linear", {
         "runs": [_sa_run("linear", "synthetic", "linear", 2, [1e-3, 1e-2], dim=8)],

@@ -157,3 +157,24 @@ def test_ntk_predictions_of_converged_linear_network(x64):
     m0, v0 = w0.T @ w0 + (a0 @ a0.T)[0, 0] * np.eye(20), w0.T @ a0.T
     w_star = v0 + m0 @ x.T @ np.linalg.solve(x @ m0 @ x.T, y - x @ v0)
     assert pred["initial_ntk"].shape == (5, 1) and close(pred["initial_ntk"], xt @ w_star, 1e-7)
+
+
+def test_wide_resnet_layers_and_initial_scales():
+    """Appendix I's Wide ResNet: a 3x3 stem to 16 channels; per group, two 3x3 convolutions per
+    block and a 3x3 shortcut on the first (the channels change); a dense head. Weights
+    N(0, sigma^2 / fan_in), the stem with its own sigma."""
+    from ntkpaper import silent
+
+    shapes = silent.wrn_shapes(3, 2, 1, 1)
+    assert shapes == [(3, 3, 3, 16), (3, 3, 16, 32), (3, 3, 32, 32), (3, 3, 16, 32),
+                      (3, 3, 32, 64), (3, 3, 64, 64), (3, 3, 32, 64),
+                      (3, 3, 64, 128), (3, 3, 128, 128), (3, 3, 64, 128), (1, 128)]  # fmt: skip
+    assert len(silent.wrn_shapes(1, 1, 2, 10)) == 1 + 3 * (3 + 2) + 1
+    w = silent.init_wrn(jax.random.PRNGKey(0), shapes, 0.3, 6.0)
+    assert np.std(np.asarray(w[0])) * np.sqrt(27) == pytest.approx(6.0, rel=0.2)
+    assert np.std(np.asarray(w[8])) * np.sqrt(9 * 128) == pytest.approx(0.3, rel=0.05)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8, 8, 3)), jnp.float32)
+    f = silent.wrn(1)
+    assert f(w, x).shape == (5, 1)
+    # no normalisation anywhere: the network is positively homogeneous in its input
+    np.testing.assert_allclose(f(w, 2 * x), 2 * f(w, x), rtol=1e-4, atol=1e-5)

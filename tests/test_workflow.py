@@ -158,7 +158,7 @@ def test_silent_alignment_notebooks_run_end_to_end(tiny_built):
     summary = pd.read_csv(tiny_built / "results" / "quick" / "tiny-sa-linear" / "summary.csv")
     assert list(summary.sigma) == [1e-3, 1e-2]
     assert (summary.t_half_theory > 0).all() and (summary.t_half > 0).all()
-    assert len(list((tiny_built / "runs" / "alignment").iterdir())) == 4  # 1 + 1 + 2 runs
+    assert len(list((tiny_built / "runs" / "alignment").iterdir())) == 5  # 2 + 1 + 2 runs
 
 
 def test_kernel_notebooks_run_end_to_end(tiny_built):
