@@ -553,3 +553,41 @@ SILENT_CLAIMS = {
 }  # fmt: skip
 """The silent-alignment claims by name (``claims.rows`` of a parameter file); ``transfer``
 is ``transfer_claims``."""
+
+
+def geometry_claims(view: dict[str, pd.DataFrame], c: P.IntegratedClaims, g: P.Geometry,
+                    parent: P.Train) -> list[Claim]:  # fmt: skip
+    """Claims of Fort et al. appendix B and C.2 (figures 14, 17)."""
+    h, b, e = view["hessian"], view["panel_B"]["barrier_test"], view["panel_E"]
+    early = h[h.index < c.late_epoch]
+    horizon = g.sealed_fraction * parent.epochs
+    after = b[b.index >= horizon]
+    lg = e["logit_gradient_distance"]
+    return [
+        Claim(
+            "the top Hessian eigenvalue exceeds 2/eta early in training (the step can escape a "
+            "quadratic basin: eta lambda_max - 2 > 0), then falls below it (appendix B.3, "
+            "figure 14)",
+            f"escape threshold > 0 at some epoch < {c.late_epoch:g} and < 0 at the end",
+            f"max {early['escape'].max():.2f} before epoch {c.late_epoch:g}; "
+            f"{h['escape'].iloc[-1]:.2f} at the end",
+            bool(len(early) and early["escape"].max() > 0 and h["escape"].iloc[-1] < 0),
+        ),
+        Claim(
+            "'very early in the training process - between 1 and 10% - of training time, the "
+            "final basin fate of the neural network is determined' (appendix C.2)",
+            f"test barrier <= {c.barrier_zero:g} for every spawn epoch >= {horizon:g} "
+            f"({g.sealed_fraction:.0%} of {parent.epochs:g} epochs)",
+            f"max {after.max():.4f} over spawn epochs {list(after.index)}"
+            if len(after)
+            else f"no spawn epoch at or after {horizon:g}",
+            bool(len(after) and after.max() <= c.barrier_zero),
+        ),
+        Claim(
+            "the logit-gradient distance between children drops with spawn time, like the other "
+            "distances (figure 14, children row)",
+            f"last spawn epoch ({lg.index[-1]:g}) below spawn epoch {lg.index[0]:g}",
+            f"{lg.iloc[0]:.4f} -> {lg.iloc[-1]:.4f}",
+            bool(lg.iloc[-1] < lg.iloc[0]),
+        ),
+    ]

@@ -152,3 +152,41 @@ def error_barrier(
         out[f"error_{name}"] = e
         out[f"barrier_{name}"] = e.max() - (e[0] + e[-1]) / 2
     return out
+
+
+def logit_gradient_centroids(
+    model: nn.Module, variables: dict, x: jax.Array, batch_size: int
+) -> jax.Array:
+    """c_k(w) = mean over x of grad_w f_k(x), for every logit k (Fort et al. appendix B.1;
+    Fort and Ganguli 2019): (K, d), weights flattened in ``ravel_pytree`` order. Batch norm
+    in evaluation mode with the given statistics; one reverse pass per logit and batch."""
+    from jax.flatten_util import ravel_pytree
+
+    total = 0.0
+    for i in range(0, x.shape[0], batch_size):
+        j = _centroid_sum(
+            model, variables["params"], x[i : i + batch_size], variables["batch_stats"]
+        )
+        total = total + jax.vmap(lambda t: ravel_pytree(t)[0])(j)  # leaves (K, ...) -> (K, d)
+    return total / x.shape[0]
+
+
+_centroid_sum = jax.jit(
+    lambda model, p, x, stats: jax.jacrev(lambda q: jnp.sum(models.logits(model)(q, x, stats), 0))(
+        p
+    ),
+    static_argnums=0,
+)  # sum over x of grad_w f_k(x), one reverse pass per logit
+
+
+def centroid_alignment(c1: jax.Array, c2: jax.Array) -> jax.Array:
+    """(1/K) sum_k cos(c_k(w), c_k(w')) for centroids (K, d) of two networks."""
+    cos = jnp.sum(c1 * c2, axis=1) / (jnp.linalg.norm(c1, axis=1) * jnp.linalg.norm(c2, axis=1))
+    return jnp.mean(cos)
+
+
+def centroid_distance_matrix(centroids: jax.Array) -> jax.Array:
+    """1 - centroid alignment between every pair of a stack of centroids (T, K, d) -> (T, T):
+    the logit-gradient distance heat map."""
+    unit = centroids / jnp.linalg.norm(centroids, axis=2, keepdims=True)
+    return 1.0 - jnp.einsum("skd,tkd->st", unit, unit) / centroids.shape[1]

@@ -263,6 +263,26 @@ class Tsne:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """Fort et al. figures 14, 17: Hessian and logit-gradient centroids (appendix B)."""
+
+    hessian_examples: int = spec("training examples of the loss whose Hessian is taken", gt=0)
+    hessian_iters: int = spec("Lanczos steps (Hessian-vector products) per snapshot", ge=2)
+    centroid_examples: int = spec("training examples averaged in the centroids", gt=0)
+    sealed_fraction: float = spec(
+        "'basin fate is sealed within the first 1-10 % of training': the barrier is about 0 "
+        "for every spawn epoch after this fraction of the parent's epochs",
+        gt=0,
+        le=1,
+    )
+
+
+@dataclass(frozen=True)
+class GeometryView(IntegratedView):
+    geometry: Geometry = spec("Hessian and logit-gradient measurements")
+
+
+@dataclass(frozen=True)
 class FunctionDistanceView(IntegratedView):
     distance: FunctionDistance = spec("function distance: smoothing and claims")
 
@@ -520,6 +540,7 @@ NOTEBOOKS: dict[str, type] = {
     "fort_kernel_velocity": VelocityView,
     "fort_plane": PlaneView,
     "fort_tsne": TsneView,
+    "fort_geometry": GeometryView,
     "fort_linearised": KernelLearning,
     "fort_nonlinear_advantage": KernelLearning,
     "sa_dynamics": SilentAlignment,

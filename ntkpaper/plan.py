@@ -111,6 +111,22 @@ class TsneSpec:
 
 
 @dataclass(frozen=True)
+class ParentGeometrySpec:
+    parent: str
+    bn: BatchNorm
+    hessian_examples: int
+    hessian_iters: int
+    centroid_examples: int
+
+
+@dataclass(frozen=True)
+class ChildrenGeometrySpec:
+    children: str
+    bn: BatchNorm
+    centroid_examples: int
+
+
+@dataclass(frozen=True)
 class AlignmentSpec:
     """A silent-alignment run: data, network (a grid of sigma), training."""
 
@@ -228,7 +244,8 @@ def integrated_runs(fig: P.Figure) -> IntegratedRuns:
 
 def landscape_runs(fig: P.Figure) -> LandscapeRuns:
     """Figures 6, 7, 10, 20: those of 2-4. Figure 5: a plane per spawn epoch of ``plane``.
-    Figure 11: the t-SNE of the parent and every child."""
+    Figure 11: the t-SNE of the parent and every child. Figures 14, 17: the parent's and every
+    children pair's geometry (Hessian, logit-gradient centroids)."""
     r, p = integrated_runs(fig), fig.params
     bn = batch_norm(p.measure)
     extra = []
@@ -239,6 +256,14 @@ def landscape_runs(fig: P.Figure) -> LandscapeRuns:
                 (by_epoch[e],))
             for e in p.plane.spawn_epochs
         ]  # fmt: skip
+    if isinstance(p, P.GeometryView):
+        g = p.geometry
+        spec = ParentGeometrySpec(r.parent.key, bn, g.hessian_examples, g.hessian_iters,
+                                  g.centroid_examples)  # fmt: skip
+        extra = [Job("parent_geometry", spec, (r.parent,))] + [
+            Job("children_geometry", ChildrenGeometrySpec(j.key, bn, g.centroid_examples), (j,))
+            for j in r.children
+        ]
     if isinstance(p, P.TsneView):
         spec = TsneSpec(r.parent.key, tuple(j.key for j in r.children), bn, p.tsne.perplexity,
                         p.tsne.seed)  # fmt: skip
@@ -290,6 +315,7 @@ RUNS_OF = {
     "fort_kernel_velocity": landscape_runs,
     "fort_plane": landscape_runs,
     "fort_tsne": landscape_runs,
+    "fort_geometry": landscape_runs,
     "sa_dynamics": silent_runs,
     "sa_linear": silent_runs,
     "sa_deep_linear": silent_runs,

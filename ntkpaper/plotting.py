@@ -312,3 +312,12 @@ def transfer_map(ax, table, title: str):
     sns.heatmap(m, ax=ax, cmap="viridis_r", annot=True, fmt=".2f", cbar=False)
     ax.set(title=title)
     return ax
+
+
+def sharpness(ax, epoch, lambda_max, two_over_lr):
+    """Figure 14: top Hessian eigenvalue against epoch, with 2 / eta (dashed)."""
+    ax.plot(epoch, lambda_max, "o-", ms=3, label="lambda_max")
+    ax.plot(epoch, two_over_lr, "k--", label="2 / eta")
+    ax.set(xlabel="epoch", ylabel="top Hessian eigenvalue", yscale="log")
+    ax.legend(fontsize="x-small")
+    return ax

@@ -341,3 +341,24 @@ def transfer_view(fig: P.Figure) -> pd.DataFrame:
         for p in t.sample_sizes for a in t.strengths for al in t.overlaps
     ]  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def geometry_view(fig: P.Figure) -> dict[str, pd.DataFrame]:
+    """Fort et al. figures 14 and 17 as tables: figures 2-4's (``integrated_view``) and
+    ``hessian`` (by snapshot epoch: lambda_max, the learning rate, 2 / lr and the escape
+    threshold lr lambda_max - 2), ``logit_gradient`` (1 - centroid alignment between the parent
+    at every pair of snapshot epochs) and, in ``panel_E``, the children's logit-gradient
+    distance at the end by spawn epoch."""
+    view = integrated_view(fig)
+    r = plan.landscape_runs(fig)
+    parent, *children = r.extra
+    g = store.output(parent, "geometry.npz")
+    epoch = pd.Index(np.round(g["epoch"], 4), name="epoch")
+    h = pd.DataFrame({"lambda_max": g["lambda_max"], "lr": g["lr"]}, index=epoch)
+    h["two_over_lr"] = 2 / h["lr"]
+    h["escape"] = h["lr"] * h["lambda_max"] - 2
+    lg = pd.DataFrame(np.asarray(g["logit_gradient_distance"]), index=epoch, columns=epoch)
+    d = {float(m["spawn_epoch"]): float(m["logit_gradient_distance"])
+         for m in (store.output(j, "geometry.npz") for j in children)}  # fmt: skip
+    view["panel_E"]["logit_gradient_distance"] = [d[e] for e in view["panel_E"].index]
+    return {**view, "hessian": h, "logit_gradient": lg}

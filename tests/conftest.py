@@ -133,6 +133,9 @@ LANDSCAPE = {  # tiny figure: (notebook, its own section)
     "tiny-tsne": ("fort_tsne", {"tsne": {"perplexity": 3, "seed": 0}}),
     "tiny-distance": ("fort_function_distance",
                       {"distance": {"smooth_window": 1.0, "diversity_min": 0.05}}),
+    "tiny-geometry": ("fort_geometry", {"geometry": {
+        "hessian_examples": 64, "hessian_iters": 6, "centroid_examples": 64,
+        "sealed_fraction": 0.1}}),
     "tiny-velocity": ("fort_kernel_velocity", {"velocity": {
         "zoom_until": 1, "slow_fraction": 0.5, "correlation_min": 0.5, "correlation_points": 3}}),
 }  # fmt: skip

@@ -26,16 +26,20 @@ SOURCES = {
     "plane": ["jobs/landscape.py", "landscape.py", *TRAINING],
     "alignment": ["jobs/silent.py", "silent.py", "alignment.py", "theory.py", "ntk.py", "data.py"],
     "tsne": ["jobs/landscape.py", "landscape.py", *TRAINING],
+    "parent_geometry": ["jobs/geometry.py", "jobs/landscape.py", "hessian.py", *TRAINING],
+    "children_geometry": ["jobs/geometry.py", "jobs/landscape.py", "hessian.py", *TRAINING],
 }
 RECORDED = {  # kind: (numerics version, fingerprint of SOURCES[kind])
-    "parent": (1, "1341d4c88d45d5a5"),
-    "children": (2, "c108e97aeda47830"),
-    "linearised": (2, "2963c5c946ba4501"),
-    "parent_measure": (2, "379a66615237545e"),
-    "children_measure": (2, "379a66615237545e"),
-    "plane": (1, "a701fa2789cce420"),
+    "parent": (1, "57cfeafc27503b4a"),
+    "children": (2, "79fe1af3ea88ad86"),
+    "linearised": (2, "672704dad2e2a1c8"),
+    "parent_measure": (2, "65f9a35e65933ab6"),
+    "children_measure": (2, "65f9a35e65933ab6"),
+    "plane": (1, "6ae560d9a5ad7168"),
     "alignment": (1, "b86bbbb347bcc29d"),
-    "tsne": (1, "a701fa2789cce420"),
+    "tsne": (1, "6ae560d9a5ad7168"),
+    "parent_geometry": (1, "ffdc8584953f9e50"),
+    "children_geometry": (1, "ffdc8584953f9e50"),
 }
 
 

@@ -43,6 +43,7 @@ def test_the_figures_are_the_readme_s(figures):
         "fort-fig7": "fort_kernel_velocity",
         "fort-fig10": "fort_function_distance",
         "fort-fig11": "fort_tsne",
+        "fort-fig14": "fort_geometry",
         "fort-fig20": "fort_function_distance",
         "fort-fig8": "fort_linearised",
         "fort-fig9": "fort_nonlinear_advantage",
@@ -123,7 +124,11 @@ def test_every_job_names_the_runs_it_reads(figures):
             assert {d.kind for d in children} == {"children"} and parent.kind == "parent"
             continue
         (dep,) = job.deps
-        ref = {"children_measure": "children", "plane": "children"}.get(job.kind, "parent")
+        ref = (
+            "children"
+            if job.kind in ("children_measure", "plane", "children_geometry")
+            else "parent"
+        )
         assert getattr(job.spec, ref) == dep.key, job.kind
         assert dep.kind == ref
         if job.kind == "children":
@@ -202,3 +207,14 @@ def test_silent_alignment_runs_are_their_own_and_one_per_run(figures):
         j.spec.data.dataset for j in plan.all_jobs(figures).values() if j.kind == "alignment"
     }
     assert datasets <= {"digits", "synthetic", "mnist", "cifar10"}
+
+
+def test_fig14_measures_fig2_s_runs_further(figures):
+    """fig14 reads fig2's parent, children and measurements and adds their geometry: one
+    parent_geometry job and one children_geometry job per spawn epoch."""
+    r = runs(figures)
+    fig2, fig14 = r["fort-fig2"], r["fort-fig14"]
+    assert keys(fig14.jobs()[: len(fig2.jobs())]) == keys(fig2.jobs())
+    parent, *children = fig14.extra
+    assert parent.kind == "parent_geometry" and parent.spec.parent == fig2.parent.key
+    assert [j.spec.children for j in children] == list(keys(fig2.children))

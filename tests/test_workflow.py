@@ -120,6 +120,7 @@ def test_landscape_notebooks_run_end_to_end(tiny_built):
         "tiny-tsne": ["points.csv", "apart.csv"],
         "tiny-distance": ["spawn.csv"],
         "tiny-velocity": ["velocity.csv", "barrier.csv", "both.csv"],
+        "tiny-geometry": ["hessian.csv", "logit_gradient.csv", "panel_E.csv"],
     }
     for fid, names in tables.items():
         out = tiny_built / "results" / "quick" / fid
@@ -133,6 +134,8 @@ def test_landscape_notebooks_run_end_to_end(tiny_built):
     assert len(list((runs / "parent").iterdir())) == 1
     assert len(list((runs / "children").iterdir())) == 4  # 2 spawn epochs + 2 low-lr t~
     assert len(list((runs / "plane").iterdir())) == 2 and len(list((runs / "tsne").iterdir())) == 1
+    assert len(list((runs / "parent_geometry").iterdir())) == 1
+    assert len(list((runs / "children_geometry").iterdir())) == 2
     summary = pd.read_csv(tiny_built / "results" / "quick" / "tiny-plane" / "summary.csv")
     assert list(summary.spawn_epoch) == [0.0, 1.0]
     points = pd.read_csv(tiny_built / "results" / "quick" / "tiny-tsne" / "points.csv")

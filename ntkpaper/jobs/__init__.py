@@ -30,6 +30,8 @@ KINDS: dict[str, Kind] = {
     "plane": Kind(
         "landscape", 1, "test error over the plane through a spawn point and two children"
     ),
+    "parent_geometry": Kind("geometry", 1, "top Hessian eigenvalue and logit-gradient centroids"),
+    "children_geometry": Kind("geometry", 1, "logit-gradient distance between two children"),
     "alignment": Kind(
         "silent", 1, "a grid of sigma trained as one program; NTK alignment over time"
     ),
