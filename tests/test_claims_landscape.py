@@ -132,3 +132,33 @@ def test_tsne_claim():
     apart = lambda v: {"apart": pd.DataFrame({"children_apart": v}, index=SPAWN)}  # noqa: E731
     assert claims.tsne_claims(apart([0.5, 0.25, 0.25, 0.25, 0.125]), C)[0].holds
     assert not claims.tsne_claims(apart([0.5, 0.25, 0.25, 0.5, 0.125]), C)[0].holds  # a tie
+
+
+# ---------------------------------------------------------------------------------------
+# Figures 14, 17: Hessian, basin fate, logit gradients
+# ---------------------------------------------------------------------------------------
+
+GEO = P.Geometry(hessian_examples=8, hessian_iters=4, centroid_examples=8, sealed_fraction=0.25)
+TRAIN = P.Train(
+    lr=0.5, momentum=0.0, weight_decay=0.0, lr_drops=(), lr_decay=1.0, seed=0, epochs=8,
+    snapshots=(P.Segment(1, 8),),
+)  # fmt: skip
+
+
+def geometry_view(escape, barrier, logit_gradient):
+    h = pd.DataFrame({"escape": escape}, index=pd.Index([0.0, 1.0, 2.0, 4.0, 8.0], name="epoch"))
+    return {
+        "hessian": h,
+        "panel_B": pd.DataFrame({"barrier_test": barrier}, index=SPAWN),
+        "panel_E": pd.DataFrame({"logit_gradient_distance": logit_gradient}, index=SPAWN),
+    }
+
+
+def test_geometry_claims():
+    # escape > 0 before epoch 2, < 0 at the end; barrier 0 from 25 % of 8 epochs = spawn 2
+    good = geometry_view(
+        [0.5, 0.25, -1, -1, -0.5], [0.5, 0.25, 0.125, 0.0625, 0], [1, 1, 1, 1, 0.5]
+    )
+    assert [r.holds for r in claims.geometry_claims(good, C, GEO, TRAIN)] == [True, True, True]
+    bad = geometry_view([0.0, -0.25, 1, 1, 0.0], [0.5, 0.25, 0.125, 0.125, 0], [1, 1, 1, 1, 1])
+    assert [r.holds for r in claims.geometry_claims(bad, C, GEO, TRAIN)] == [False, False, False]

@@ -44,6 +44,7 @@ def test_the_figures_are_the_readme_s(figures):
         "fort-fig10": "fort_function_distance",
         "fort-fig11": "fort_tsne",
         "fort-fig14": "fort_geometry",
+        "fort-fig21": "fort_nonlinear_advantage",
         "fort-fig20": "fort_function_distance",
         "fort-fig8": "fort_linearised",
         "fort-fig9": "fort_nonlinear_advantage",
@@ -103,7 +104,7 @@ def test_only_the_integrated_figures_measure_their_parent(figures):
         r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig4", "fort-fig20")
     }
     linearised = [j for j in plan.all_jobs(figures).values() if j.kind == "linearised"]
-    assert len(linearised) == 3  # fig8 = fig9, taylor2, WRN
+    assert len(linearised) == 4  # fig8 = fig9, taylor2, WRN, fig21 (no BN, Adam)
 
 
 def test_every_job_names_the_runs_it_reads(figures):
@@ -218,3 +219,12 @@ def test_fig14_measures_fig2_s_runs_further(figures):
     parent, *children = fig14.extra
     assert parent.kind == "parent_geometry" and parent.spec.parent == fig2.parent.key
     assert [j.spec.children for j in children] == list(keys(fig2.children))
+
+
+def test_fig21_reuses_fig20_s_parent_and_children(figures):
+    r = runs(figures)
+    fig20, fig21 = r["fort-fig20"], r["fort-fig21"]
+    assert fig21.parent.key == fig20.parent.key
+    assert keys(fig21.children) == keys(fig20.children)
+    assert keys(fig21.children_measure) == keys(fig20.children_measure)
+    assert fig21.linearised.spec.parent == fig20.parent.key
