@@ -180,6 +180,27 @@ class WideResNet(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=k)(jnp.mean(x, axis=(1, 2)))
 
 
+class SimpleCNN(nn.Module):
+    """Fort et al. appendix D.1: six 3x3 convolutions (stride 1, with bias) of 32, 32, 64, 64,
+    128, 128 channels, each followed by a ReLU, 2x2 max pooling (stride 2) after the 2nd, 4th
+    and 6th, global average pooling, a dense layer. Kaiming (He) initialisation, zero biases.
+    ``width`` multiplies every channel count. No batch norm."""
+
+    num_classes: int
+    width: float = 1.0
+    weight_init: str = "he"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        k = INITS[self.weight_init]
+        for i, c in enumerate((32, 32, 64, 64, 128, 128)):
+            x = relu(self, nn.Conv(max(1, round(c * self.width)), (3, 3), padding="SAME",
+                                   kernel_init=k)(x))  # fmt: skip
+            if i % 2:
+                x = nn.max_pool(x, (2, 2), (2, 2), padding="SAME")
+        return nn.Dense(self.num_classes, kernel_init=k)(jnp.mean(x, axis=(1, 2)))
+
+
 class MLP(nn.Module):
     """Fully connected ReLU network: x -> Dense -> ReLU -> ... -> Dense(num_classes).
 
@@ -198,13 +219,17 @@ class MLP(nn.Module):
 
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """The model named in a parameter file (``model.name``): ``resnet``, ``wrn`` or ``mlp``."""
+    """The model named in a parameter file (``model.name``): ``resnet``, ``wrn``, ``simplecnn``
+    (its depth is 6, no batch norm) or ``mlp``."""
     if name == "resnet":
         return ResNet(num_classes=num_classes, **kwargs)
     if name == "wrn":
         return WideResNet(num_classes=num_classes, **kwargs)
     if name == "mlp":
         return MLP(num_classes=num_classes, **kwargs)
+    if name == "simplecnn":
+        kwargs.pop("depth", None), kwargs.pop("batch_norm", None)
+        return SimpleCNN(num_classes=num_classes, **kwargs)
     raise ValueError(f"unknown model {name!r}")
 
 

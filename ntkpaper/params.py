@@ -46,8 +46,12 @@ class Data:
 
 @dataclass(frozen=True)
 class Model:
-    name: Literal["resnet", "wrn"] = spec("architecture: ResNet (v1) or Wide ResNet")
-    depth: int = spec("depth: 6n + 2 for ResNet (20), 6n + 4 for Wide ResNet (16)", gt=1)
+    name: Literal["resnet", "wrn", "simplecnn"] = spec(
+        "architecture: ResNet (v1), Wide ResNet or Fort et al.'s SimpleCNN"
+    )
+    depth: int = spec(
+        "depth: 6n + 2 for ResNet (20), 6n + 4 for Wide ResNet (16), 6 SimpleCNN", gt=1
+    )
     width: float = spec("width multiplier of every channel count (WRN: widen factor k)", gt=0)
     batch_norm: bool = spec("batch norm on (false: the 'no BN' variant)")
     weight_init: Literal["he", "lecun"] = spec(
@@ -57,6 +61,12 @@ class Model:
     )
 
     def check(self) -> None:
+        if self.name == "simplecnn":
+            if self.depth != 6 or self.batch_norm:
+                raise error("depth" if self.depth != 6 else "batch_norm",
+                            "depth 6 and batch_norm false for simplecnn",
+                            self.depth if self.depth != 6 else True)  # fmt: skip
+            return
         n, offset = (6, 2) if self.name == "resnet" else (6, 4)
         if (self.depth - offset) % n or self.depth < n + offset:
             raise error("depth", f"{n}n + {offset} for {self.name} (n >= 1)", self.depth)

@@ -260,3 +260,22 @@ def test_he_initialisation_has_twice_the_variance_of_lecun(name, depth):
         lecun = stds["lecun"][k][0]
         np.testing.assert_allclose(he, np.sqrt(2 / fan_in), rtol=0.25, err_msg=k)
         np.testing.assert_allclose(lecun, np.sqrt(1 / fan_in), rtol=0.25, err_msg=k)
+
+
+def test_simplecnn_is_appendix_d1():
+    """Six 3x3 convolutions with bias (32, 32, 64, 64, 128, 128 channels), Kaiming weights and
+    zero biases, 2x2 max pooling after the 2nd, 4th and 6th, global average pooling, a dense
+    layer; every ReLU output recorded for the activation patterns."""
+    model = models.build("simplecnn", 10, depth=6, width=1.0, batch_norm=False, weight_init="he")
+    x = jnp.ones((2, 8, 8, 3))
+    v = model.init(jax.random.PRNGKey(0), x)
+    convs = [v["params"][f"Conv_{i}"] for i in range(6)]
+    assert [c["kernel"].shape for c in convs] == [
+        (3, 3, 3, 32), (3, 3, 32, 32), (3, 3, 32, 64), (3, 3, 64, 64), (3, 3, 64, 128),
+        (3, 3, 128, 128)]  # fmt: skip
+    assert all(float(jnp.abs(c["bias"]).max()) == 0 for c in convs)
+    assert float(jnp.std(convs[5]["kernel"])) == pytest.approx((2 / (9 * 128)) ** 0.5, rel=0.05)
+    out, state = model.apply({"params": v["params"]}, x, mutable=["relu"])
+    assert out.shape == (2, 10)
+    sizes = [a.shape[1] for a in jax.tree.leaves(state["relu"])]
+    assert sizes == [8, 8, 4, 4, 2, 2]  # pooled after layers 2 and 4 (and 6, before the mean)

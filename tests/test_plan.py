@@ -45,6 +45,11 @@ def test_the_figures_are_the_readme_s(figures):
         "fort-fig11": "fort_tsne",
         "fort-fig14": "fort_geometry",
         "fort-fig21": "fort_nonlinear_advantage",
+        **{
+            f"fort-fig17-{a}{c}": "fort_geometry"
+            for a in ("wrn", "simplecnn", "nobn")
+            for c in ("", "-c100")
+        },
         "fort-fig20": "fort_function_distance",
         "fort-fig8": "fort_linearised",
         "fort-fig9": "fort_nonlinear_advantage",
@@ -64,7 +69,10 @@ def test_constant_lr_figures_share_one_parent_and_the_others_have_their_own(figu
     own = [r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig19-wrn", "fort-fig20")]
     assert len({*own, *shared}) == 5  # fig2 (drops), fig3 (CIFAR-100), the WRN, no-BN Adam
     parents = [j for j in plan.all_jobs(figures).values() if j.kind == "parent"]
-    assert len(parents) == 5
+    fig17 = {r[f"fort-fig17-{a}{c}"].parent.key for a in ("wrn", "simplecnn", "nobn")
+             for c in ("", "-c100")}  # fmt: skip
+    assert len(fig17) == (3 if figures["fort-fig2"].profile == "quick" else 6)
+    assert len(parents) == 5 + len(fig17) and not fig17 & {*own, *shared}
 
 
 def test_fig9_and_the_other_constant_lr_figures_reuse_fig4_s_children(figures):
@@ -99,10 +107,10 @@ def test_fig9_draws_fig8_s_runs_and_taylor2_only_its_low_lr_children(figures):
 def test_only_the_integrated_figures_measure_their_parent(figures):
     r = runs(figures)
     measured = [j for j in plan.all_jobs(figures).values() if j.kind == "parent_measure"]
-    assert len(measured) == 4  # fig2, fig3, fig4 (= fig5-7, 10, 11), fig20
-    assert {j.spec.parent for j in measured} == {
-        r[f].parent.key for f in ("fort-fig2", "fort-fig3", "fort-fig4", "fort-fig20")
-    }
+    integrated = [f for f in r if f.startswith("fort-fig17")]
+    integrated += ["fort-fig2", "fort-fig3", "fort-fig4", "fort-fig20"]
+    assert {j.spec.parent for j in measured} == {r[f].parent.key for f in integrated}
+    assert len(measured) == len({r[f].parent.key for f in integrated})
     linearised = [j for j in plan.all_jobs(figures).values() if j.kind == "linearised"]
     assert len(linearised) == 4  # fig8 = fig9, taylor2, WRN, fig21 (no BN, Adam)
 
@@ -228,3 +236,16 @@ def test_fig21_reuses_fig20_s_parent_and_children(figures):
     assert keys(fig21.children) == keys(fig20.children)
     assert keys(fig21.children_measure) == keys(fig20.children_measure)
     assert fig21.linearised.spec.parent == fig20.parent.key
+
+
+def test_fig17_on_cifar100_is_its_cifar10_file_on_quick(figures):
+    """fort-fig17-*-c100 extend fort-fig17-* and change only the paper's dataset: on quick they
+    read the same runs (computed once), on paper their own CIFAR-100 ones."""
+    r = runs(figures)
+    for a in ("wrn", "simplecnn", "nobn"):
+        base, c100 = r[f"fort-fig17-{a}"], r[f"fort-fig17-{a}-c100"]
+        same = keys(base.jobs()) == keys(c100.jobs())
+        assert same == (figures["fort-fig2"].profile == "quick"), a
+        assert c100.parent.spec.data.dataset == (
+            "digits" if figures["fort-fig2"].profile == "quick" else "cifar100"
+        )
