@@ -568,7 +568,13 @@ def geometry_claims(view: dict[str, pd.DataFrame], c: P.IntegratedClaims, g: P.G
             "the top Hessian eigenvalue exceeds 2/eta early in training (the step can escape a "
             "quadratic basin: eta lambda_max - 2 > 0), then falls below it (appendix B.3, "
             "figure 14)",
-            f"escape threshold > 0 at some epoch < {c.late_epoch:g} and < 0 at the end",
+            f"escape threshold > 0 at some epoch < {c.late_epoch:g} and < 0 at the end"
+            + (
+                "; with Adam eta is Adam's step size, not a gradient-descent rate, so this is "
+                "not the paper's test"
+                if parent.optimizer == "adam"
+                else ""
+            ),
             f"max {early['escape'].max():.2f} before epoch {c.late_epoch:g}; "
             f"{h['escape'].iloc[-1]:.2f} at the end",
             bool(len(early) and early["escape"].max() > 0 and h["escape"].iloc[-1] < 0),
