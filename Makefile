@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: figures test oracle lint clean-results
+.PHONY: figures test oracle lint lab clean-results
 
 figures: $(VENV)/.installed
 	$(PY) -m ntkpaper figures $(ARGS)
@@ -15,6 +15,9 @@ test: $(VENV)/.installed
 
 oracle: $(VENV)/.installed
 	$(PY) -m pytest -q -m oracle
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks/
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check ntkpaper tests benchmarks

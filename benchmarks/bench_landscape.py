@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    fig5 = views.load("fort-fig5", args.profile)
+    fig5 = views.load("fort-fig5", args.profile, runs=False)
     p = fig5.params
     shape, n_train, n_test = SHAPES[p.data.dataset]
     k = _NUM_CLASSES[p.data.dataset]
@@ -97,18 +97,20 @@ def main() -> None:
         t_one = timed(lambda: one(state, key, jnp.int32(0), xb, yb)[1], n)
         return t_one, timed(lambda: two(stacked, keys, jnp.int32(0), xb, yb)[1], n)
 
-    f20 = views.load("fort-fig20", args.profile).params
-    t_parent, t_kids = step_times(views.load("fort-fig20", args.profile))
+    f20 = views.load("fort-fig20", args.profile, runs=False).params
+    t_parent, t_kids = step_times(views.load("fort-fig20", args.profile, runs=False))
     print(f"fort-fig20 train step, parent  {t_parent:8.4f} s")
     print(f"... 2 vmapped children         {t_kids:8.4f} s")
 
-    r = plan.landscape_runs(views.load("fort-fig11", args.profile))
+    r = plan.landscape_runs(views.load("fort-fig11", args.profile, runs=False))
     stages = len(r.parent.spec.train.snapshot_epochs()) + sum(
         2 * (int((p.parent.epochs - j.spec.spawn_epoch) // p.children.snapshot_every) + 1)
         for j in r.children
     )
     pts = rng.random((stages, min(n_test * k, 20000)))
-    perplexity = min(views.load("fort-fig11", args.profile).params.tsne.perplexity, stages - 1)
+    perplexity = min(
+        views.load("fort-fig11", args.profile, runs=False).params.tsne.perplexity, stages - 1
+    )
     t_tsne = timed(lambda: landscape.embed(pts, perplexity, 0), 1)
     forward = timed(lambda: models.predict(model, nets[0], x, eb), args.repeats)
     print(f"t-SNE of {stages} networks         {t_tsne:8.3f} s   (inputs cut to 20000 numbers)")

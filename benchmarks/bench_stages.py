@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
-    fig = views.load(args.figure, args.profile)
+    fig = views.load(args.figure, args.profile, runs=False)
     r = plan.integrated_runs(fig)
     s = setup(r.parent)
     ds = s.dataset

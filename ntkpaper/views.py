@@ -13,9 +13,25 @@ from ntkpaper import params as P
 from ntkpaper import plan, store
 
 
-def load(figure_id: str, profile: str) -> P.Figure:
-    """The validated figure ``params/<figure_id>.yaml`` for ``profile``."""
-    return P.load_figure(P.params_dir() / f"{figure_id}.yaml", profile)
+class RunsMissing(RuntimeError):
+    """A figure's runs are not (all) in the store; the message says how to produce them."""
+
+
+def load(figure_id: str, profile: str, runs: bool = True) -> P.Figure:
+    """The validated figure ``params/<figure_id>.yaml`` for ``profile``; with ``runs``, refuse
+    (``RunsMissing``) unless every run it reads is complete: a notebook opened before the
+    workflow produced its runs says which command does, and never trains by itself."""
+    fig = P.load_figure(P.params_dir() / f"{figure_id}.yaml", profile)
+    missing = [j for j in plan.figure_runs(fig).jobs() if not store.is_complete(j.kind, j.key)]
+    if runs and missing:
+        target = store.results_dir(profile, figure_id) / f"{figure_id}.pdf"
+        names = ", ".join(f"{j.kind} {j.key}" for j in missing[:4])
+        raise RunsMissing(
+            f"{figure_id} ({profile}) reads {len(missing)} run(s) not yet in {store.runs_dir()} "
+            f"({names}{', ...' if len(missing) > 4 else ''}). Produce them, and this figure, with: "
+            f'make figures ARGS="{target} --config profile={profile}"'
+        )
+    return fig
 
 
 def integrated_view(fig: P.Figure) -> dict[str, pd.DataFrame]:

@@ -282,3 +282,22 @@ def test_main_command_killed_resumes_as_it_is_and_refuses_a_second_run(tiny_env,
     assert len(data) >= 6  # panels A-E and the claims
     for name in data:  # the numbers, byte for byte; PDF, PNG and notebook carry dates
         assert resumed[name] == uninterrupted[name], name
+
+
+def test_a_notebook_without_its_runs_says_which_command_produces_them(built_env, tmp_path):
+    """Opened (or executed) before the workflow has produced its runs, a notebook stops at its
+    first code cell with the command that produces them; it never trains by itself."""
+    from ntkpaper import views
+
+    assert views.load("tiny-fig", "quick").id == "tiny-fig"  # the runs are there: it loads
+    env = {**os.environ, "NTKPAPER_RUNS": str(tmp_path / "empty")}
+    out = tmp_path / "executed.ipynb"
+    done = subprocess.run(
+        [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "fort_integrated_view.ipynb"),
+         str(out), "-p", "figure_id", "tiny-fig", "-p", "profile", "quick", "--cwd", str(ROOT)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode != 0
+    text = out.read_text()
+    assert "RunsMissing" in text and "tiny-fig.pdf --config profile=quick" in text
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").rglob("manifest.json"))
