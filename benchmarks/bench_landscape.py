@@ -14,11 +14,11 @@ machine: `python benchmarks/bench_landscape.py --profile paper`.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_stages import timed  # noqa: E402  (benchmarks/ is the script's directory)
 
 from ntkpaper import landscape, models, plan, spawn, views
 from ntkpaper import train as T
@@ -30,15 +30,6 @@ SHAPES = {  # dataset: (image shape, training examples, test examples)
     "cifar100": ((32, 32, 3), 50000, 10000),
     "mnist": ((28, 28, 1), 60000, 10000),
 }
-
-
-def timed(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:

@@ -150,14 +150,27 @@ def correlations(x: pd.Series, y: pd.Series) -> tuple[float, float]:
     return pearson, spearman
 
 
+def correlation_claim(claim: str, x: pd.Series, y: pd.Series, what: str, minimum: float,
+                      points: int, over: str) -> Claim:  # fmt: skip
+    """'x and y fall together': Pearson and Spearman correlation at least ``minimum`` over at
+    least ``points`` points (fewer: the claim is not tested, and says so)."""
+    pearson, spearman = correlations(x, y)
+    enough = len(x) >= points
+    return Claim(
+        claim,
+        f"Pearson and Spearman correlation of {what} >= {minimum:g} over >= {points} {over}",
+        f"Pearson {pearson:.3f}, Spearman {spearman:.3f} over {len(x)} {over.split(' <=')[0]}"
+        + ("" if enough else " (too few points to test the claim)"),
+        bool(enough and min(pearson, spearman) >= minimum),
+    )
+
+
 def advantage_claims(view: dict[str, pd.DataFrame], c: P.KernelClaims, low_lr: P.LowLrChildren):
     """Claims of Fort et al. section 7 (figure 9) on the kernel view's tables."""
     t = view["t_tilde"]
     adv = t["advantage"]
     late = adv[adv.index >= c.late_epoch]
     both = t.dropna(subset=["barrier"])
-    pearson, spearman = correlations(both["advantage"], both["barrier"])
-    enough = len(both) >= c.correlation_points
     return [
         Claim(
             "'a significant performance gap persists between linearized and nonlinear training "
@@ -167,15 +180,16 @@ def advantage_claims(view: dict[str, pd.DataFrame], c: P.KernelClaims, low_lr: P
             f"{adv.iloc[0]:.4f} at t~=0; max {late.max():.4f} over t~ {list(late.index)}",
             bool(adv.iloc[0] > c.advantage_zero and len(late) and late.max() <= c.advantage_zero),
         ),
-        Claim(
+        correlation_claim(
             "'the disappearance of this low learning rate nonlinear advantage is tightly "
             "correlated with the disappearance of the error barrier' (section 7, figure 9 right)",
-            f"Pearson and Spearman correlation of advantage and barrier >= {c.correlation_min:g} "
-            f"over >= {c.correlation_points} t~",
-            f"Pearson {pearson:.3f}, Spearman {spearman:.3f} over {len(both)} t~"
-            + ("" if enough else " (too few points to test the claim)"),
-            bool(enough and min(pearson, spearman) >= c.correlation_min),
-        ),
+            both["advantage"],
+            both["barrier"],
+            "advantage and barrier",
+            c.correlation_min,
+            c.correlation_points,
+            "t~",
+        ),  # fmt: skip
         low_lr_converged(t, low_lr),
     ]
 
@@ -231,18 +245,17 @@ def velocity_claims(view: dict[str, pd.DataFrame], c: P.IntegratedClaims,
     b = view["barrier"]["barrier_test"]
     sealed = b[b <= c.barrier_zero]
     after = k[k.index >= float(sealed.index[0])] if len(sealed) else k.iloc[:0]
-    pearson, spearman = correlations(both["kernel_velocity"], both["barrier_test"])
-    enough = len(both) >= v.correlation_points
     return [
-        Claim(
+        correlation_claim(
             "'the early chaotic training regime is characterized by a tightly correlated "
             "reduction in both error barrier and kernel velocity' (section 5, figure 7 right)",
-            f"Pearson and Spearman correlation of velocity and barrier >= {v.correlation_min:g} "
-            f"over >= {v.correlation_points} spawn epochs <= {v.zoom_until:g}",
-            f"Pearson {pearson:.3f}, Spearman {spearman:.3f} over {len(both)} epochs"
-            + ("" if enough else " (too few points to test the claim)"),
-            bool(enough and min(pearson, spearman) >= v.correlation_min),
-        ),
+            both["kernel_velocity"],
+            both["barrier_test"],
+            "velocity and barrier",
+            v.correlation_min,
+            v.correlation_points,
+            f"spawn epochs <= {v.zoom_until:g}",
+        ),  # fmt: skip
         Claim(
             "the kernel velocity is 'stabilizing to a low non-zero velocity after the error "
             "barrier disappears' (section 5, figure 7)",
