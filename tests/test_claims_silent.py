@@ -1,5 +1,5 @@
 """The silent-alignment claims (Atanasov et al. 2022) on constructed tables: for every name in
-``claims.SILENT_CLAIMS`` and for ``claims.transfer_claims``, one table where the claim must
+``sa_claims.SILENT_CLAIMS`` and for ``sa_claims.transfer_claims``, one table where the claim must
 hold, one where it must fail for the right reason, and one at its boundary.
 
 Tables carry the columns ``views.silent_view`` (``summary``, ``curves``), ``views.gram_view``
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ntkpaper import claims
 from ntkpaper import params as P
+from ntkpaper import sa_claims
 
 C = P.SaClaims(rows=(), silent=True, before=0.875, match_ratio=0.5, rtol=0.125)
 COVERED = (
@@ -27,8 +27,8 @@ COVERED = (
 """The claim names this file tests (``check`` refuses others): a new claim needs its tests."""
 
 
-def check(name: str, summary=None, curves=None, gram=None, c: P.SaClaims = C) -> claims.Claim:
-    """The one row ``name`` gives on these tables, called through ``claims.silent_claims``."""
+def check(name: str, summary=None, curves=None, gram=None, c: P.SaClaims = C) -> sa_claims.Claim:
+    """The one row ``name`` gives on these tables, called through ``sa_claims.silent_claims``."""
     assert name in COVERED, name
     view = {
         "summary": pd.DataFrame(summary if summary is not None else {}),
@@ -36,7 +36,7 @@ def check(name: str, summary=None, curves=None, gram=None, c: P.SaClaims = C) ->
     }
     if gram is not None:
         view["gram"] = pd.DataFrame(gram).set_index("run")
-    (row,) = claims.silent_claims(view, dataclasses.replace(c, rows=(name,)))
+    (row,) = sa_claims.silent_claims(view, dataclasses.replace(c, rows=(name,)))
     return row
 
 
@@ -44,12 +44,12 @@ def test_silent_claims_returns_the_rows_named_in_order():
     summary = {"run": ["a"], "rms_final_ntk": [0.25], "rms_initial_ntk": [1.0],
                "eigen_ratio": [2.0], "eigen_ratio_theory": [2.0]}  # fmt: skip
     view = {"summary": pd.DataFrame(summary), "curves": pd.DataFrame()}
-    rows = claims.silent_claims(view, dataclasses.replace(C, rows=("spike", "final_ntk")))
+    rows = sa_claims.silent_claims(view, dataclasses.replace(C, rows=("spike", "final_ntk")))
     assert [r.claim for r in rows] == [
-        claims._spike(view["summary"], view["curves"], view, C)[0].claim,
-        claims._final_ntk(view["summary"], view["curves"], view, C)[0].claim,
+        sa_claims._spike(view["summary"], view["curves"], view, C)[0].claim,
+        sa_claims._final_ntk(view["summary"], view["curves"], view, C)[0].claim,
     ]
-    assert claims.silent_claims(view, C) == []
+    assert sa_claims.silent_claims(view, C) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def anisotropy_table(t_align, t_loss, final=(0.125, 0.25, 0.5), initial=(1.0, 1.
 
 def anisotropy(table) -> list[bool]:
     view = {"summary": pd.DataFrame(table), "curves": pd.DataFrame()}
-    rows = claims.silent_claims(view, dataclasses.replace(C, rows=("anisotropy",)))
+    rows = sa_claims.silent_claims(view, dataclasses.replace(C, rows=("anisotropy",)))
     return [r.holds for r in rows]
 
 
@@ -397,7 +397,7 @@ def transfer_table(**errors) -> pd.DataFrame:
 
 
 def transfer(table: pd.DataFrame) -> list[bool]:
-    return [r.holds for r in claims.transfer_claims(table, C)]
+    return [r.holds for r in sa_claims.transfer_claims(table, C)]
 
 
 def test_transfer_claims_hold():
@@ -426,5 +426,5 @@ def test_transfer_claims_boundaries():
 
 
 def test_every_claim_name_is_tested():
-    assert set(COVERED) == set(claims.SILENT_CLAIMS)
-    assert set(P.SA_CLAIMS) == set(claims.SILENT_CLAIMS) | {"transfer"}
+    assert set(COVERED) == set(sa_claims.SILENT_CLAIMS)
+    assert set(P.SA_CLAIMS) == set(sa_claims.SILENT_CLAIMS) | {"transfer"}

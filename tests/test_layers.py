@@ -16,7 +16,7 @@ HEAVY = ("jax", "flax", "optax", "ntkpaper.runs", "ntkpaper.train")
     "modules",
     [
         "ntkpaper.params, ntkpaper.plan",  # the Snakefile and `python -m ntkpaper check`
-        "ntkpaper.claims, ntkpaper.plotting, ntkpaper.store, ntkpaper.views",  # notebooks
+        "ntkpaper.claims, ntkpaper.sa_claims, ntkpaper.plotting, ntkpaper.store, ntkpaper.views",
     ],
 )
 def test_readers_load_no_training_code(modules):
