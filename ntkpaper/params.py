@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from ntkpaper.sa_params import (  # the sections of Atanasov et al.'s figures
     SA_CLAIMS,
+    PowerLaw,
     SaClaims,
     SaData,
     SaNetwork,
@@ -42,7 +43,7 @@ from ntkpaper.schema import (
 
 __all__ = [
     "ParamsError", "load_all", "load_figure", "SA_CLAIMS", "SaClaims", "SaData", "SaNetwork",
-    "SaRun", "SaTrain", "SilentAlignment", "Transfer", "TransferFigure",
+    "SaRun", "SaTrain", "SilentAlignment", "Transfer", "TransferFigure", "PowerLaw",
 ]  # fmt: skip
 
 

@@ -271,11 +271,12 @@ def spike(ax, ratio, measured, theory):
     return ax
 
 
-def power_law(ax, sigma, ode: dict, law: dict):
-    """Figure 4a: t_1/2 of the integrated ODE (solid) and the power law (dashed), per depth."""
-    for i, depth in enumerate(ode):
-        ax.plot(sigma, ode[depth], color=f"C{i}", label=f"L = {depth}")
-        ax.plot(sigma, law[depth], "--", color=f"C{i}")
+def power_law(ax, table):
+    """Figure 4a: t_1/2 of the integrated ODE (solid) and the power law (dashed) against sigma,
+    per depth (``views.power_law_view``)."""
+    for i, (depth, g) in enumerate(table.groupby("depth")):
+        ax.plot(g.sigma, g.ode, color=f"C{i}", label=f"L = {depth}")
+        ax.plot(g.sigma, g.power_law, "--", color=f"C{i}")
     ax.set(xscale="log", yscale="log", xlabel="sigma", ylabel="t_1/2 (theory)")
     ax.legend(fontsize="x-small")
     return ax

@@ -204,7 +204,7 @@ def _depth_alignment(s, curves, view, c):
 
 
 def _gram(s, curves, view, c):
-    g = view["gram"]
+    g = view["gram"]["table"]
     return [Claim(
         "'the final gram matrix has the form K_inf ~ (L - 1) y y^T + K_0' (figure D.4b; eq. 42)",
         f"kernel distance S(K_inf, eq. 42) <= {c.rtol:g} at every depth, and below S(K_inf, X X^T)",

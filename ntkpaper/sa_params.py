@@ -133,11 +133,21 @@ class SaClaims:
 
 
 @dataclass(frozen=True)
+class PowerLaw:
+    """Figure 4a, theory only: t_1/2 of the integrated ODE and of the power law."""
+
+    sigmas: tuple[float, ...] = spec("initial scales", expect="a list of numbers", gt=0)
+    depths: tuple[int, ...] = spec("depths L (>= 3)", expect="a list of depths", ge=3)
+    teacher_norm: float = spec("s, the teacher's norm", gt=0)
+
+
+@dataclass(frozen=True)
 class SilentAlignment:
     """Atanasov et al. figures: runs of small networks, the NTK over training, theory."""
 
     runs: tuple[SaRun, ...] = spec("the runs drawn", expect="a list of runs")
     claims: SaClaims = spec("tolerances of the claims table")
+    power_law: PowerLaw | None = spec("figure 4a's theory-only panel", default=None)
 
     def check(self) -> None:
         names = [r.name for r in self.runs]

@@ -219,6 +219,8 @@ def train(
     optimizer: str = "gd",
     probe: jax.Array | None = None,
     beta: jax.Array | None = None,
+    *,
+    many: bool = False,
 ) -> dict:
     """Full-batch training on L = 1/(2P) sum (f - y)^2, logged at ``log_steps``.
 
@@ -234,34 +236,21 @@ def train(
     Args:
       f: ``mlp(...)`` or any f(params, x) -> (n, C); params: list of weight matrices;
       x: (P, ...) inputs; y: (P,) or (P, C) targets; log_steps: increasing, in [0, steps];
-      probe: (m,) indices into the training set.
+      probe: (m,) indices into the training set; many: every W^l stacked (S, ...) on axis 0,
+      the S runs vmapped in one program (``train_many``).
     Returns:
       dict of numpy arrays: step, time, loss, alignment, kernel_norm (T,) [+ cos, q, r (T,)];
       K_0, K_inf (m, m) at the first and last logged step; params, the final weights.
     """
-    return _train(f, params, x, y, lr, steps, log_steps, layer_lr, optimizer, probe, beta, False)
+    return _train(f, params, x, y, lr, steps, log_steps, layer_lr, optimizer, probe, beta, many)
 
 
-def train_many(
-    f: Callable,
-    params: list[jax.Array],
-    x: jax.Array,
-    y: jax.Array,
-    lr: float,
-    steps: int,
-    log_steps: Sequence[int],
-    layer_lr: Sequence[float] | None = None,
-    optimizer: str = "gd",
-    probe: jax.Array | None = None,
-    beta: jax.Array | None = None,
-) -> dict:
-    """``train`` vmapped over stacked initial weights: every W^l (S, N_{l+1}, N_l).
+train_many = functools.partial(train, many=True)
+train_many.__doc__ = """``train`` vmapped over stacked initial weights: every W^l (S, N_{l+1}, N_l).
 
-    One compiled program for all S runs (e.g. a grid of sigma, see ``init_mlp``); data,
-    learning rates and log steps are shared. Returns ``train``'s dict with a leading axis S
-    on every array but step and time.
-    """
-    return _train(f, params, x, y, lr, steps, log_steps, layer_lr, optimizer, probe, beta, True)
+One compiled program for all S runs (e.g. a grid of sigma, see ``init_mlp``); data, learning
+rates and log steps are shared. Returns ``train``'s dict with a leading axis S on every array
+but step and time."""
 
 
 def ntk_predictions(

@@ -51,6 +51,11 @@ def epoch_to_step(epoch: float, spe: int) -> int:
     return int(round(epoch * spe))
 
 
+def learning_rate(sgd: Sgd, epoch: float) -> float:
+    """lr(t) of ``optimizer``'s schedule at epoch t: lr x lr_decay ^ #{drops d <= t}."""
+    return sgd.lr * sgd.lr_decay ** sum(epoch >= d - 1e-9 for d in sgd.lr_drops)
+
+
 def optimizer(
     sgd: Sgd, spe: int, lr: float | None = None, lr_drops: Sequence[float] | None = None
 ) -> optax.GradientTransformation:

@@ -326,12 +326,14 @@ def silent_view(fig: P.Figure, before: float | None = None) -> dict:
     }
 
 
-def gram_view(fig: P.Figure) -> pd.DataFrame:
-    """Figure D.4: by run, the kernel distance S between the final NTK Gram matrix and the
-    theory's (eq. 42 with the network's depth, the data's minimum-norm beta), first sigma."""
+def gram_view(fig: P.Figure) -> dict:
+    """Figure D.4: ``table``, by run, the kernel distance S between the final NTK Gram matrix
+    (first sigma) and the theory's (eq. 42 with the network's depth and the data's
+    minimum-norm beta, traced over outputs), and between it and X X^T; ``measured`` and
+    ``theory``: the deepest run's two Gram matrices, examples sorted by target."""
     from ntkpaper import metrics, theory
 
-    rows = []
+    rows, grams = [], {}
     for spec, job in zip(fig.params.runs, plan.silent_runs(fig).runs):
         a = store.output(job, "run.npz")
         x, y = a["x"].astype(np.float64), a["y"].astype(np.float64)
@@ -343,7 +345,29 @@ def gram_view(fig: P.Figure) -> pd.DataFrame:
             "distance_to_theory": float(metrics.kernel_distance(k, k_inf)),
             "distance_to_inputs": float(metrics.kernel_distance(x @ x.T, k_inf)),
         })  # fmt: skip
-    return pd.DataFrame(rows).set_index("run")
+        order = np.argsort(y[:, 0], kind="stable")
+        grams[spec.network.depth] = (
+            spec.name,
+            k_inf[np.ix_(order, order)],
+            k[np.ix_(order, order)],
+        )
+    name, measured, th = grams[max(grams)]
+    return {"table": pd.DataFrame(rows).set_index("run"), "run": name, "measured": measured,
+            "theory": th}  # fmt: skip
+
+
+def power_law_view(fig: P.Figure) -> pd.DataFrame:
+    """Figure 4a, theory only: by sigma and depth, t_1/2 of the integrated ODE and of the
+    small-sigma power law, with c0 = sigma^L (balanced layers of size sigma; docs/theory.md)."""
+    from ntkpaper import theory
+
+    pl = fig.params.power_law
+    rows = [
+        {"sigma": s, "depth": d, "ode": theory.t_half_deep_linear(pl.teacher_norm, s**d, d),
+         "power_law": theory.t_half_power_law(pl.teacher_norm, s**d, d)}
+        for d in pl.depths for s in pl.sigmas
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def transfer_view(fig: P.Figure) -> pd.DataFrame:

@@ -35,7 +35,7 @@ def check(name: str, summary=None, curves=None, gram=None, c: P.SaClaims = C) ->
         "curves": pd.DataFrame(curves if curves is not None else {}),
     }
     if gram is not None:
-        view["gram"] = pd.DataFrame(gram).set_index("run")
+        view["gram"] = {"table": pd.DataFrame(gram).set_index("run")}  # views.gram_view's shape
     (row,) = sa_claims.silent_claims(view, dataclasses.replace(c, rows=(name,)))
     return row
 

@@ -21,6 +21,18 @@ from ntkpaper import data
 RNG = np.random.default_rng(0)
 
 
+def np_load_calls(monkeypatch) -> list[dict]:
+    """Record the keyword arguments of every ``np.load`` the data module makes."""
+    calls, real_load = [], np.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(data.np, "load", spy)
+    return calls
+
+
 def encode(img: np.ndarray) -> bytes:
     """One (32, 32, 3) uint8 image -> 3072 bytes: byte c*1024 + h*32 + w holds img[h, w, c]."""
     buf = np.zeros(3072, np.uint8)
@@ -98,14 +110,7 @@ def test_cifar10_npz_cache(cifar10, monkeypatch):
         assert f["x_train"].dtype == np.uint8 and f["x_train"].shape == (10, 32, 32, 3)
     (root / "cifar-10-binary.tar.gz").unlink()  # the second load must not need the archive
 
-    calls = []
-    real_load = np.load
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(data.np, "load", spy)
+    calls = np_load_calls(monkeypatch)
     second = data.load("cifar10", root)
     assert calls and all(kw.get("allow_pickle") is False for kw in calls)
     np.testing.assert_array_equal(first.x_train, second.x_train)
@@ -263,14 +268,7 @@ def test_mnist_npz_cache(mnist, monkeypatch):
     first = data.load("mnist", root)
     for name in MNIST_NAMES:  # the second load must not need the downloaded files
         (root / name).unlink()
-    calls = []
-    real_load = np.load
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(data.np, "load", spy)
+    calls = np_load_calls(monkeypatch)
     second = data.load("mnist", root)
     assert calls and all(kw.get("allow_pickle") is False for kw in calls)
     np.testing.assert_array_equal(first.x_train, second.x_train)

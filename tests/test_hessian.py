@@ -67,3 +67,18 @@ def test_logit_gradient_centroids_against_per_example_gradients():
     assert float(d[0, 1]) == pytest.approx(
         1 - float(metrics.centroid_alignment(c, other)), abs=1e-5
     )
+
+
+def test_the_escape_threshold_reads_the_optimiser_s_own_learning_rate():
+    """``train.learning_rate`` (the eta of eta lambda_max - 2) is the rate ``train.optimizer``
+    applies at that epoch, drops included: one SGD step without momentum moves w by -lr g."""
+    from ntkpaper import params as P
+
+    sgd = P.Sgd(lr=0.5, momentum=0.0, weight_decay=0.0, lr_drops=(1.0, 2.5), lr_decay=0.1)
+    spe = 4
+    tx = train.optimizer(sgd, spe)
+    w, g = {"w": jnp.ones(1)}, {"w": jnp.ones(1)}
+    state = tx.init(w)
+    for step in range(14):
+        updates, state = tx.update(g, state, w)
+        assert -float(updates["w"][0]) == pytest.approx(train.learning_rate(sgd, step / spe)), step

@@ -9,14 +9,8 @@ import numpy as np
 
 from ntkpaper import hessian, metrics, models, store
 from ntkpaper import train as train_lib
-from ntkpaper.jobs.landscape import children_networks
 from ntkpaper.jobs.setup import begin, log, setup
 from ntkpaper.plan import Job
-
-
-def learning_rate(train, epoch: float) -> float:
-    """lr(t) of a run's schedule: lr x lr_decay ^ #{drops <= t}."""
-    return train.lr * train.lr_decay ** sum(epoch >= d - 1e-9 for d in train.lr_drops)
 
 
 def run_parent_geometry(job: Job) -> None:
@@ -51,7 +45,7 @@ def run_parent_geometry(job: Job) -> None:
             "step": hist["step"],
             "epoch": hist["epoch"],
             "lambda_max": np.array(lam),
-            "lr": np.array([learning_rate(s.train_params, e) for e in hist["epoch"]]),
+            "lr": np.array([train_lib.learning_rate(s.train_params, e) for e in hist["epoch"]]),
             "logit_gradient_distance": metrics.centroid_distance_matrix(jnp.asarray(unit)),
         },
     )
@@ -64,7 +58,7 @@ def run_children_geometry(job: Job) -> None:
     (parent,) = children.deps
     s, spec = setup(parent), job.spec
     out = begin(job)
-    vs = children_networks(s, children, store.final(children), spec.bn)[:2]
+    vs = s.children(store.final(children), 2, spec.bn)
     x = s.dataset.x_train[: spec.centroid_examples]
     c = [metrics.logit_gradient_centroids(s.model, v, x, s.data_params.eval_batch) for v in vs]
     store.save_arrays(

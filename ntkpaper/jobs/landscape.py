@@ -11,17 +11,8 @@ import numpy as np
 
 from ntkpaper import landscape, models, store
 from ntkpaper import train as train_lib
-from ntkpaper.jobs.setup import Setup, begin, log, setup
-from ntkpaper.plan import BatchNorm, Job
-
-
-def children_networks(s: Setup, children: Job, arrays: dict, bn: BatchNorm) -> list[dict]:
-    """Every child in stacked ``arrays`` (a children snapshot or final), as measured."""
-    stacked = {k: a for k, a in arrays.items() if k.startswith(("params/", "batch_stats/"))}
-    return [
-        s.measured(s.variables({k: a[i] for k, a in stacked.items()}), bn)
-        for i in range(children.spec.n_children)
-    ]
+from ntkpaper.jobs.setup import begin, log, setup
+from ntkpaper.plan import Job
 
 
 def run_plane(job: Job) -> None:
@@ -35,7 +26,7 @@ def run_plane(job: Job) -> None:
     out = begin(job)
     spawn = s.step_of(children.spec.spawn_epoch)
     w0 = s.measured(s.variables(store.parent_snapshot(parent, spawn)), spec.bn)
-    nets = (w0, *children_networks(s, children, store.final(children), spec.bn)[:2])
+    nets = (w0, *s.children(store.final(children), 2, spec.bn))
     pl = landscape.plane(*(v["params"] for v in nets))
     xs, ys = landscape.grid(pl.corners, spec.resolution, spec.margin)
     xy = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)  # row-major: y slow, x fast
@@ -102,7 +93,7 @@ def run_tsne(job: Job) -> None:
         stages = [(int(a["step"]), a) for a in store.children_snapshots(job_c)]
         stages = [(st, a) for st, a in stages if st < end]  # the end is final.npz
         for step, arrays in [*stages, (end, store.final(job_c))]:
-            for i, v in enumerate(children_networks(s, job_c, arrays, spec.bn)):
+            for i, v in enumerate(s.children(arrays, job_c.spec.n_children, spec.bn)):
                 add(v, e, i, step)
         p0, p1 = points[-job_c.spec.n_children :][:2]
         apart.append(np.sqrt(np.mean((p0 - p1) ** 2) * ds.num_classes))

@@ -84,9 +84,7 @@ def run_children_measure(job: Job) -> None:
     s, spec = setup(parent), job.spec
     ds = s.dataset
     out = begin(job)
-    final = store.final(children)
-    # child i's weights and statistics: slice i of every stacked array, read as one network
-    vs = [s.measured(s.variables({k: a[i] for k, a in final.items()}), spec.bn) for i in range(2)]
+    vs = s.children(store.final(children), 2, spec.bn)
     _, xp = probe_inputs(s, spec.probe)
     bn_x, bn_y = ds.x_train[: spec.bn.bn_examples], ds.y_train[: spec.bn.bn_examples]
     eb = s.data_params.eval_batch

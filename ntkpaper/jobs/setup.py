@@ -50,6 +50,13 @@ class Setup:
             "batch_stats": store.tree_from_arrays(t.batch_stats, arrays, "batch_stats"),
         }
 
+    def children(self, arrays: dict, n: int, bn: BatchNorm) -> list[dict]:
+        """The first ``n`` children of stacked ``arrays`` (a children run's final or snapshot:
+        slice i of every stacked weight and statistic), each as measured."""
+        stacked = {k: a for k, a in arrays.items() if k.startswith(("params/", "batch_stats/"))}
+        return [self.measured(self.variables({k: a[i] for k, a in stacked.items()}), bn)
+                for i in range(n)]  # fmt: skip
+
     def measured(self, variables: dict, bn: BatchNorm) -> dict:
         """The network as it is measured: its batch-norm statistics recomputed on the first
         ``bn.bn_examples`` training inputs (``bn_stats: recompute``), or kept (``running``)."""
