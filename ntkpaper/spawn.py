@@ -4,12 +4,15 @@ Fort et al. 2020, section 2: at spawn time t_s a child copies the parent's weigh
 batch-norm statistics and optimiser state (momentum buffer and schedule step) and trains
 on with its own SGD noise (its own data order and augmentation). All children of one
 spawn time run as ``jax.vmap(train_step)``, one compiled program, not a loop over children.
+With several devices, the children's axis is sharded across them (``shard``): a node with
+8 GPUs trains 8 times as many children at once, in the same program.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ntkpaper.train import TrainState
 
@@ -29,6 +32,30 @@ def child_keys(seed: int, spawn_step: int, n: int) -> jax.Array:
     return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), spawn_step), n)
 
 
+CHILDREN_AXES = (0, 0, None, None, None)
+"""``in_axes`` of a training step over stacked children: states and keys on axis 0, data
+shared."""
+
+
 def vmap_children(train_step):
     """``train_step`` over stacked children: states and keys on axis 0, data shared."""
-    return jax.vmap(train_step, in_axes=(0, 0, None, None, None))
+    return jax.vmap(train_step, in_axes=CHILDREN_AXES)
+
+
+def models_mesh(n: int, devices=None) -> Mesh | None:
+    """A 1-d mesh (axis ``models``) of the most devices that divide ``n`` models evenly;
+    None on one device."""
+    devices = jax.devices() if devices is None else list(devices)
+    d = max(k for k in range(1, len(devices) + 1) if n % k == 0)
+    return Mesh(devices[:d], ("models",)) if d > 1 else None
+
+
+def shard(tree, devices=None):
+    """Leaves stacked on axis 0 (n models), split along that axis across the devices
+    (``models_mesh``); the jitted program that reads them then runs each device's models
+    there (GSPMD), with the data replicated. Unchanged on one device."""
+    n = jax.tree.leaves(tree)[0].shape[0]
+    mesh = models_mesh(n, devices)
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("models")))

@@ -136,9 +136,20 @@ def read_json(path: Path) -> Any:
         raise CorruptEntry(f"{path}: not valid JSON ({e}); delete it and rerun") from None
 
 
+def ran_on() -> dict[str, str]:
+    """The device and JAX version of this process: where a run was computed."""
+    import jax
+
+    devices = jax.devices()
+    device = f"{devices[0].platform} ({devices[0].device_kind})"
+    return {"device": device + (f" x{len(devices)}" if len(devices) > 1 else ""),
+            "jax": jax.__version__}  # fmt: skip
+
+
 def write_manifest(kind: str, key: str, spec: dict, files: list[str]) -> None:
-    """Mark a run complete: its spec and the files it produced (written last)."""
-    write_json(manifest_path(kind, key), {"kind": kind, "key": key, "spec": spec, "files": files})
+    """Mark a run complete: its spec, the files it produced and where it ran (written last)."""
+    record = {"kind": kind, "key": key, "spec": spec, "files": files, **ran_on()}
+    write_json(manifest_path(kind, key), record)
 
 
 def is_complete(kind: str, key: str) -> bool:
@@ -225,8 +236,18 @@ def tree_from_arrays(template: Any, arrays: dict[str, np.ndarray], prefix: str) 
 # ---------------------------------------------------------------------------------------
 
 
-def save_figure(fig: Any, out: Path, name: str) -> list[Path]:
-    """Write a matplotlib figure as ``<name>.pdf`` and ``<name>.png`` (atomically)."""
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(Path(path), text.encode())
+
+
+def save_figure(fig: Any, out: Path, name: str, footer: str = "") -> list[Path]:
+    """Write a matplotlib figure as ``<name>.pdf`` and ``<name>.png`` (atomically), with
+    ``footer`` (its provenance, ``provenance.footer``) in small grey type under it."""
+    if footer:  # centred under everything drawn (the tight box, in inches)
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        w, h = fig.get_size_inches()
+        x, y = (box.x0 + box.x1) / 2 / w, (box.y0 - 0.04) / h
+        fig.text(x, y, footer, ha="center", va="top", fontsize=5, color="0.45")
     paths = []
     for ext in ("pdf", "png"):
         buf = io.BytesIO()

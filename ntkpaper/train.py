@@ -5,11 +5,15 @@ Knows nothing of children: ``spawn`` vmaps the same ``train_step``. Data stay on
 device; each step gathers its minibatch from a permutation drawn from
 ``fold_in(key, epoch)``, so the data order is a pure function of (key, step) and a run
 resumed from any checkpoint takes exactly the steps an uninterrupted run takes.
+``Fused`` runs the steps of one epoch as one ``lax.scan``, the epoch's permutation drawn
+once.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
@@ -96,17 +100,31 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
+def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
+    """The data order of ``epoch``: ``permutation(fold_in(order_key, epoch), n)``, where
+    ``order_key, aug_key = split(key)``."""
+    order_key, _ = jax.random.split(key)
+    return jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
+
+
 def minibatch(
-    data: Data, spe: int, key: jax.Array, step: jax.Array, x_train: jax.Array, y_train: jax.Array
+    data: Data,
+    spe: int,
+    key: jax.Array,
+    step: jax.Array,
+    x_train: jax.Array,
+    y_train: jax.Array,
+    order: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The minibatch of ``step``: (B, H, W, C) inputs and (B,) labels, on device.
 
-    Slice ``step % spe`` of ``permutation(fold_in(order_key, epoch))``; augmentation (crop,
-    flip) draws from ``fold_in(aug_key, step)``; ``key`` splits into the two.
+    Slice ``step % spe`` of ``epoch_order(key, step // spe)`` (``order``, when the caller drew
+    it once for the epoch); augmentation (crop, flip) draws from ``fold_in(aug_key, step)``.
     """
-    order_key, aug_key = jax.random.split(key)
-    perm = jax.random.permutation(jax.random.fold_in(order_key, step // spe), x_train.shape[0])
-    idx = jax.lax.dynamic_slice(perm, ((step % spe) * data.batch_size,), (data.batch_size,))
+    _, aug_key = jax.random.split(key)
+    if order is None:
+        order = epoch_order(key, step // spe, x_train.shape[0])
+    idx = jax.lax.dynamic_slice(order, ((step % spe) * data.batch_size,), (data.batch_size,))
     x, y = x_train[idx], y_train[idx]
     if data.augment:
         x = data_lib.augment(jax.random.fold_in(aug_key, step), x, data.crop_padding)
@@ -116,14 +134,15 @@ def minibatch(
 def make_train_step(
     model: nn.Module, tx: optax.GradientTransformation, data: Data, spe: int
 ) -> Callable:
-    """``train_step(state, key, step, x_train, y_train) -> (state, loss)``: one SGD step.
+    """``train_step(state, key, step, x_train, y_train, order=None) -> (state, loss)``: one SGD
+    step (``order``: the epoch's data order, see ``minibatch``).
 
     Batch norm in training mode (batch statistics, running averages updated). Pure: jit or
-    vmap it at the call site.
+    vmap it at the call site, or fuse the steps of an epoch with ``Fused``.
     """
 
-    def train_step(state, key, step, x_train, y_train):
-        x, y = minibatch(data, spe, key, step, x_train, y_train)
+    def train_step(state, key, step, x_train, y_train, order=None):
+        x, y = minibatch(data, spe, key, step, x_train, y_train, order)
 
         def loss_fn(params):
             logits, updates = model.apply(
@@ -142,8 +161,40 @@ def make_train_step(
     return train_step
 
 
+@dataclass(frozen=True)
+class Fused:
+    """Consecutive steps of ``step_fn(state, key, step, x_train, y_train, *rest, order=...)``
+    within one epoch, as one jitted loop (``lax.fori_loop``): the epoch's data order
+    (``epoch_order``) is drawn once, not at every step, and the host dispatches one program
+    per piece of an epoch. The number of steps is an argument, so one compilation serves
+    every piece.
+
+    ``in_axes`` vmaps the program over a batch of models (children: states and keys on axis
+    0, data shared), so each model draws its own order.
+    """
+
+    step_fn: Callable
+    spe: int
+    in_axes: tuple | None = None
+
+    @functools.cached_property
+    def segment(self) -> Callable:
+        """``(state, key, start, n, x_train, y_train, *rest) -> (state, last loss)``: steps
+        ``start .. start + n - 1``, all in the epoch of ``start``."""
+
+        def run(state, key, start, n, *args):
+            order = epoch_order(key, start // self.spe, args[0].shape[0])
+            body = lambda i, c: self.step_fn(c[0], key, start + i, *args, order=order)
+            return jax.lax.fori_loop(0, n, body, (state, jnp.zeros((), jnp.float32)))
+
+        if self.in_axes is None:
+            return jax.jit(run)
+        axes = (*self.in_axes[:3], None, *self.in_axes[3:])
+        return jax.jit(jax.vmap(run, axes))
+
+
 def run_steps(
-    step_fn: Callable,
+    steps: Fused,
     state: TrainState,
     key: jax.Array,
     args: tuple,
@@ -152,20 +203,22 @@ def run_steps(
     on_stop: Callable[[int, TrainState], bool | None],
     name: str,
 ) -> TrainState:
-    """Run ``step_fn(state, key, step, *args)`` from ``start`` through each of ``stops``.
+    """Run the steps from ``start`` through each of ``stops``, one ``steps.segment`` per piece
+    of an epoch between them.
 
-    ``args`` are the on-device arrays every step reads (``x_train, y_train``, ...).
-    ``step_fn`` is jitted by the caller (``jax.jit(train_step)`` for a parent,
-    ``jax.jit(jax.vmap(train_step, ...))`` for children). ``on_stop(step, state)`` runs at
-    each stop; if it returns True, training ends there. The loss is checked at each stop (one
-    host sync per stop); a non-finite loss raises ``Diverged`` naming ``name``.
+    ``args`` are the on-device arrays every step reads (``x_train, y_train``, ...). The
+    pieces depend only on the steps and the stops, so a run resumed at a stop takes the same
+    steps in the same pieces as an uninterrupted one. ``on_stop(step, state)`` runs at each
+    stop; if it returns True, training ends there. The loss is checked at each stop (one host
+    sync per stop); a non-finite loss raises ``Diverged`` naming ``name``.
     """
     step = start
     for stop in stops:
         loss = None
         while step < stop:
-            state, loss = step_fn(state, key, jnp.asarray(step, jnp.int32), *args)
-            step += 1
+            n = min(stop, (step // steps.spe + 1) * steps.spe) - step
+            state, loss = steps.segment(state, key, *jnp.asarray([step, n], jnp.int32), *args)
+            step += n
         if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
             raise Diverged(
                 f"{name}: training loss is {np.asarray(loss)} at step {step}; the run diverged. "
@@ -186,7 +239,8 @@ def evaluate(
 
 
 def make_taylor_step(model, tx, data: Data, spe: int, degree: int) -> Callable:
-    """``step(state, key, step, x_train, y_train, anchor, batch_stats) -> (state, loss)``.
+    """``step(state, key, step, x_train, y_train, anchor, batch_stats, order=None) -> (state,
+    loss)``.
 
     One SGD step on the cross-entropy of the order-``degree`` Taylor model (degree 1: the
     linearised network f_lin(w) = f(w~) + J_{w~}(w - w~)), on the same minibatches as
@@ -195,8 +249,8 @@ def make_taylor_step(model, tx, data: Data, spe: int, degree: int) -> Callable:
     """
     g = linearize.model_taylor(model, degree)
 
-    def step(state, key, step, x_train, y_train, anchor, batch_stats):
-        x, y = minibatch(data, spe, key, step, x_train, y_train)
+    def step(state, key, step, x_train, y_train, anchor, batch_stats, order=None):
+        x, y = minibatch(data, spe, key, step, x_train, y_train, order)
         loss_fn = lambda p: cross_entropy(g(p, x, anchor, batch_stats), y)  # noqa: E731
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -382,6 +383,8 @@ def test_manifest_marks_run_complete(tmp_path, monkeypatch):
         "key": key,
         "spec": spec,
         "files": files,
+        "device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
+        "jax": jax.__version__,
     }
     assert sorted(os.listdir(store.run_dir(kind, key))) == [
         "manifest.json",

@@ -76,7 +76,7 @@ def test_diverging_run_stops_with_a_message(tiny_env):
     s = setup(tiny_runs().parent)
     state = T.init_state(s.model, s.tx, jax.random.PRNGKey(0), s.dataset.x_train[:1])
     state = state.replace(params=jax.tree.map(lambda a: a * jnp.nan, state.params))
-    step = jax.jit(T.make_train_step(s.model, s.tx, s.data_params, s.spe))
+    step = T.Fused(T.make_train_step(s.model, s.tx, s.data_params, s.spe), s.spe)
     with pytest.raises(T.Diverged, match="parent run X: training loss is nan.*Lower the learning"):
         T.run_steps(
             step,

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkpaper import linearize, metrics, store
+from ntkpaper import linearize, metrics, spawn, store
 from ntkpaper import train as train_lib
 from ntkpaper.jobs.setup import begin, epoch_stops, log, setup, state_arrays, state_from
 from ntkpaper.plan import Job
@@ -69,18 +69,13 @@ def run_linearised(job: Job) -> None:
         )
         log(f"linearised {job.key}: epoch {step / s.spe:.2f} test errors {np.round(errors[-1], 4)}")
 
-    step_fn = jax.jit(
-        jax.vmap(
-            train_lib.make_taylor_step(s.model, tx, s.data_params, s.spe, lp.degree),
-            in_axes=(0, None, None, None, None, 0, 0),
-        )
-    )
+    step_fn = train_lib.make_taylor_step(s.model, tx, s.data_params, s.spe, lp.degree)
     stops = epoch_stops(s.spe, 0, end)
-    train_lib.run_steps(
-        step_fn,
-        state,
+    train_lib.run_steps(  # vmapped over t~: states, anchors and statistics on axis 0
+        train_lib.Fused(step_fn, s.spe, (0, None, None, None, None, 0, 0)),
+        spawn.shard(state),
         jax.random.PRNGKey(lp.seed),
-        (ds.x_train, ds.y_train, anchor, stats),
+        (ds.x_train, ds.y_train, spawn.shard(anchor), spawn.shard(stats)),
         start,
         [st for st in stops if st > start],
         on_stop,

@@ -50,9 +50,9 @@ def run_parent(job: Job) -> None:
     if start < 0:
         on_stop(0, state)
         start = 0
-    step_fn = jax.jit(train_lib.make_train_step(s.model, s.tx, s.data_params, s.spe))
+    step_fn = train_lib.make_train_step(s.model, s.tx, s.data_params, s.spe)
     train_lib.run_steps(
-        step_fn,
+        train_lib.Fused(step_fn, s.spe),
         state,
         order_key,
         (ds.x_train, ds.y_train),
@@ -149,13 +149,11 @@ def run_children(job: Job) -> None:
         log(f"children {job.key}: epoch {step / s.spe:.2f}")
         return all_converged()
 
-    step_fn = jax.jit(
-        spawn.vmap_children(train_lib.make_train_step(s.model, tx, s.data_params, s.spe))
-    )
+    step_fn = train_lib.make_train_step(s.model, tx, s.data_params, s.spe)
     states = train_lib.run_steps(
-        step_fn,
-        states,
-        keys,
+        train_lib.Fused(step_fn, s.spe, spawn.CHILDREN_AXES),
+        spawn.shard(states),
+        spawn.shard(keys),
         (ds.x_train, ds.y_train),
         start,
         [] if all_converged() else [st for st in epoch_stops(s.spe, start, end) if st > start],
