@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: figures test oracle lint lab clean-results
+.PHONY: figures test oracle browser slurm site lint lab clean-results
 
 figures: $(VENV)/.installed
 	$(PY) -m ntkpaper figures $(ARGS)
@@ -15,6 +15,14 @@ test: $(VENV)/.installed
 
 oracle: $(VENV)/.installed
 	$(PY) -m pytest -q -m oracle
+
+# The report site of the figures built so far (make figures builds it too): ARGS="--profile paper".
+site: $(VENV)/.installed
+	$(PY) -m ntkpaper site $(ARGS)
+
+# Headless Chromium on the built site of a tiny workflow (installs Debian's chromium as root).
+browser: $(VENV)/.installed
+	$(PY) -m pytest -q -m browser tests/test_site.py
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/

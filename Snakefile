@@ -26,6 +26,28 @@ NOTEBOOKS = Path(workflow.basedir) / "notebooks"
 PYTHON = sys.executable
 
 
+# Cluster resources (profiles/slurm reads them; a local run ignores them unless asked, e.g.
+# `--resources gpu=1` runs one job at a time on a one-GPU machine). runtime in minutes, mem_mb
+# per job. The paper profile trains on a GPU: one per run; quick runs on CPUs, as do figures.
+# A cluster's own limits: `set-resources` in the profile (README, "On a SLURM cluster").
+PAPER_RUN_MINUTES = {  # one GPU; a run killed at its limit resumes from its checkpoint
+    "parent": 12 * 60, "children": 24 * 60, "linearised": 48 * 60, "parent_measure": 8 * 60,
+    "children_measure": 4 * 60, "plane": 4 * 60, "parent_geometry": 4 * 60,
+    "children_geometry": 2 * 60, "alignment": 4 * 60, "tsne": 2 * 60,
+}  # fmt: skip
+
+
+def cluster_resources(rule):
+    """The resources of a job of ``rule`` (a kind of run, "figure" or "dataset")."""
+    if rule == "dataset":
+        return dict(cpus_per_task=1, mem_mb=4000, runtime=60)
+    if PROFILE != "paper":
+        return dict(cpus_per_task=1, mem_mb=4000, runtime=30)
+    if rule == "figure":
+        return dict(cpus_per_task=2, mem_mb=16000, runtime=60)
+    return dict(gpu=1, cpus_per_task=8, mem_mb=32000, runtime=PAPER_RUN_MINUTES.get(rule, 24 * 60))
+
+
 def done(job):
     """The file that marks a run complete (its manifest, written last)."""
     return store.manifest_path(job.kind, job.key)
@@ -62,6 +84,8 @@ for kind, about in jobs.KINDS.items():
         params:
             python=PYTHON,
             profile=PROFILE,
+        resources:
+            **cluster_resources(kind),
         shell:
             "{params.python} -m ntkpaper run {wildcards.key} --profile {params.profile} > {log} 2>&1"
 
@@ -74,12 +98,15 @@ rule dataset:
         store.data_dir() / "{name}.log",
     params:
         python=PYTHON,
+    resources:
+        **cluster_resources("dataset"),
     shell:
         "{params.python} -m ntkpaper data {wildcards.name} 2>&1 | tee {log}"
 
 
 rule figure:
-    """Execute the figure's notebook with papermill; it writes PDF, PNG and panel data."""
+    """Execute the figure's notebook with papermill; it writes PDF, PNG, panel data and its
+    provenance, which ``stamp`` then copies into the executed notebook's metadata."""
     input:
         notebook=lambda w: NOTEBOOKS / f"{FIGURES[w.fid].notebook}.ipynb",
         params=lambda w: FIGURES[w.fid].path,
@@ -93,6 +120,19 @@ rule figure:
     params:
         python=PYTHON,
         profile=PROFILE,
+    resources:
+        **cluster_resources("figure"),
     shell:
         "{params.python} -m papermill {input.notebook} {output.notebook} -p figure_id {wildcards.fid}"
         " -p profile {params.profile} --cwd . > {log} 2>&1"
+        " && {params.python} -m ntkpaper stamp {output.notebook} >> {log} 2>&1"
+
+
+# The report site, results/<profile>/site/, after every run that did something, whether every
+# figure was built or some failed (those appear as failed, with their logs).
+onsuccess:
+    shell(f"{PYTHON} -m ntkpaper site --profile {PROFILE}")
+
+
+onerror:
+    shell(f"{PYTHON} -m ntkpaper site --profile {PROFILE}")

@@ -4,6 +4,8 @@ python -m ntkpaper figures [snakemake options]  the workflow; resumes after a ki
 python -m ntkpaper check --profile quick       validate every parameter file
 python -m ntkpaper run KEY --profile quick     run one cached job (a key of the plan)
 python -m ntkpaper data cifar10                place a dataset in the cache
+python -m ntkpaper site --profile quick        the report site, results/<profile>/site/
+python -m ntkpaper stamp NOTEBOOK              copy provenance.json into an executed notebook
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="quick", choices=P.PROFILES)
     data = sub.add_parser("data", help="download, verify and cache a dataset")
     data.add_argument("name")
+    site = sub.add_parser("site", help="build the report site results/<profile>/site/")
+    site.add_argument("--profile", default="quick", choices=P.PROFILES)
+    stamp = sub.add_parser("stamp", help="provenance.json beside NOTEBOOK into its metadata")
+    stamp.add_argument("notebook")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["figures"]:  # every further option is Snakemake's
         from ntkpaper import launch
@@ -47,6 +53,24 @@ def main(argv: list[str] | None = None) -> int:
             from ntkpaper import data as data_lib
 
             data_lib.prepare(args.name)
+            return 0
+        if args.command == "stamp":
+            from pathlib import Path
+
+            from ntkpaper import provenance, store
+
+            notebook = Path(args.notebook)
+            prov = store.read_json(notebook.parent / provenance.FILE)
+            provenance.stamp_notebook(notebook, prov)
+            return 0
+        if args.command == "site":
+            from ntkpaper import site as site_lib
+
+            try:
+                print(site_lib.build(args.profile))
+            except site_lib.SiteError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
             return 0
         figures = P.load_all(args.profile)
         jobs = plan.all_jobs(figures)

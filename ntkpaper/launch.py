@@ -12,6 +12,10 @@ kernel releases a ``flock`` when the last process holding it dies, however it di
 - it is free and a Snakemake process started by hand runs in this directory: refuse too;
 - it is free and Snakemake's lock is there: a killed run left it; clear it (``--unlock``),
   then run with ``--rerun-incomplete``, which restarts the killed jobs from their checkpoints.
+
+With ``--keep-going``: a figure that fails (a notebook error, a diverged run) does not stop
+the others; the report site the Snakefile builds at the end shows it as failed, with its log,
+and the command exits non-zero.
 """
 
 from __future__ import annotations
@@ -93,5 +97,5 @@ def main(args: list[str], directory: Path | None = None) -> int:
         if unlock.returncode:
             sys.stderr.write(unlock.stderr.decode(errors="replace"))
             return unlock.returncode
-    cmd = _snakemake("--rerun-incomplete", *args)
+    cmd = _snakemake("--rerun-incomplete", "--keep-going", *args)
     return subprocess.run(cmd, cwd=directory, pass_fds=(fd,)).returncode

@@ -274,10 +274,10 @@ def test_main_command_killed_resumes_as_it_is_and_refuses_a_second_run(tiny_env,
     assert again.returncode == 0, out[-3000:]
     assert "clearing the lock left by a run that was killed" in out
 
-    resumed = result_files(tiny_env / "results" / "quick")
+    resumed = result_files(tiny_env / "results" / "quick" / "tiny-fig")
     uninterrupted = result_files(tiny_built / "results" / "quick" / "tiny-fig")
-    uninterrupted = {f"tiny-fig/{name}": blob for name, blob in uninterrupted.items()}
     assert resumed.keys() == uninterrupted.keys()
+    assert (tiny_env / "results" / "quick" / "site" / "index.html").exists()
     data = [name for name in resumed if name.endswith(".csv")]
     assert len(data) >= 6  # panels A-E and the claims
     for name in data:  # the numbers, byte for byte; PDF, PNG and notebook carry dates
@@ -301,3 +301,26 @@ def test_a_notebook_without_its_runs_says_which_command_produces_them(built_env,
     text = out.read_text()
     assert "RunsMissing" in text and "tiny-fig.pdf --config profile=quick" in text
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").rglob("manifest.json"))
+
+
+def test_a_diverging_figure_is_reported_failed_and_the_others_are_built(built_env):
+    """A figure whose parent diverges (lr 1e6) fails with the run's message; the main command
+    exits non-zero, the other figures stay built, and the report site shows it as failed,
+    with the run's log."""
+    params, results = built_env / "params", built_env / "results" / "quick"
+    path = write_tiny(params, "tiny-diverge", **{"parent.lr": 1e6, "parent.seed": 11})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ntkpaper", "figures", "--cores", "2"],
+            cwd=built_env, env=dict(os.environ), capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+    finally:
+        path.unlink()
+    assert done.returncode != 0
+    assert not (results / "tiny-diverge" / "tiny-diverge.pdf").exists()
+    assert (results / "tiny-fig" / "tiny-fig.pdf").exists()
+    page = (results / "site" / "figures" / "tiny-diverge.html").read_text()
+    assert "failed (run parent" in page and "the run diverged" in page
+    index = (results / "site" / "index.html").read_text()
+    assert "1 failed" in index and "tiny-diverge" in index
+    assert planned(built_env) == {}  # the failed figure gone, every other one up to date
