@@ -24,6 +24,11 @@ site: $(VENV)/.installed
 browser: $(VENV)/.installed
 	$(PY) -m pytest -q -m browser tests/test_site.py
 
+# The SLURM profile on a one-node cluster started on this machine (root: installs Debian's
+# slurm-wlm and munge).
+slurm: $(VENV)/.installed
+	timeout -k 60 900 $(PY) -m pytest -q -m slurm tests/test_slurm.py -p no:cacheprovider
+
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/
 

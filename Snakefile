@@ -90,6 +90,11 @@ for kind, about in jobs.KINDS.items():
             "{params.python} -m ntkpaper run {wildcards.key} --profile {params.profile} > {log} 2>&1"
 
 
+# Downloads run where Snakemake runs (a cluster's login node has the internet; nodes may not).
+localrules:
+    dataset,
+
+
 rule dataset:
     """Download (or find), verify and cache a dataset."""
     output:
