@@ -3,6 +3,10 @@
 Modules only: no losses, no optimisers. Every ReLU output is sown into the ``relu``
 collection so that activation patterns (Fort et al. 2020, section 2) can be read with
 ``model.apply(variables, x, mutable=["relu"])``.
+
+The convolutional models take ``conv``, the implementation of their convolutions
+(``ntkpaper.conv``): ``"xla"`` (default, Flax's ``nn.Conv``), ``"patches"``, ``"loop"`` or
+``"wgrad_loop"``, equal in value and parameters, faster for vmapped children.
 """
 
 from __future__ import annotations
@@ -13,12 +17,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ntkpaper import conv as conv_lib
+
 
 def relu(module: nn.Module, x: jax.Array) -> jax.Array:
     """ReLU whose output is recorded in the ``relu`` collection of ``module``."""
     y = nn.relu(x)
     module.sow("relu", "out", y)
     return y
+
+
+def Conv(impl: str, features: int, kernel_size: tuple[int, int], **kwargs) -> nn.Conv:
+    """Flax's ``nn.Conv`` computed by implementation ``impl`` of ``conv.IMPLEMENTATIONS``:
+    ``"xla"``, Flax's own, or one whose derivatives stay fast when children are vmapped. The
+    same module, parameter names and shapes whatever ``impl``."""
+    return nn.Conv(
+        features, kernel_size, conv_general_dilated=conv_lib.conv_general_dilated(impl), **kwargs
+    )
 
 
 INITS = {
@@ -52,10 +67,12 @@ class BasicBlock(nn.Module):
     batch_norm: bool
     bn_momentum: float
     weight_init: str = "he"
+    conv: str = "xla"  # convolution implementation: conv.IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = lambda s: nn.Conv(  # noqa: E731
+        conv = lambda s: Conv(  # noqa: E731
+            self.conv,
             self.channels,
             (3, 3),
             strides=(s, s),
@@ -91,24 +108,31 @@ class ResNet(nn.Module):
     batch_norm: bool = True
     bn_momentum: float = 0.9
     weight_init: str = "he"  # weights of convolutions and the dense layer: INITS
+    conv: str = "xla"  # convolution implementation: conv.IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if (self.depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2, got {self.depth}")
+        conv_lib.check(self.conv)
         n = (self.depth - 2) // 6
         channels = [max(1, round(c * self.width)) for c in (16, 32, 64)]
         k = INITS[self.weight_init]
-        x = nn.Conv(
-            channels[0], (3, 3), padding="SAME", use_bias=not self.batch_norm, kernel_init=k
+        x = Conv(
+            self.conv,
+            channels[0],
+            (3, 3),
+            padding="SAME",
+            use_bias=not self.batch_norm,
+            kernel_init=k,
         )(x)
         x = relu(self, Norm(self.batch_norm, self.bn_momentum)(x, train))
         for stage, c in enumerate(channels):
             for block in range(n):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(c, stride, self.batch_norm, self.bn_momentum, self.weight_init)(
-                    x, train
-                )
+                x = BasicBlock(
+                    c, stride, self.batch_norm, self.bn_momentum, self.weight_init, conv=self.conv
+                )(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=k)(x)
 
@@ -121,6 +145,7 @@ class WideBlock(nn.Module):
     stride: int
     bn_momentum: float
     weight_init: str = "he"
+    conv: str = "xla"  # convolution implementation: conv.IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -128,14 +153,16 @@ class WideBlock(nn.Module):
         y = relu(self, Norm(True, self.bn_momentum)(x, train))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.channels:
-            shortcut = nn.Conv(
+            shortcut = Conv(
+                self.conv,
                 self.channels,
                 (1, 1),
                 strides=(self.stride, self.stride),
                 use_bias=False,
                 kernel_init=k,
             )(y)
-        y = nn.Conv(
+        y = Conv(
+            self.conv,
             self.channels,
             (3, 3),
             strides=(self.stride, self.stride),
@@ -144,7 +171,7 @@ class WideBlock(nn.Module):
             kernel_init=k,
         )(y)
         y = relu(self, Norm(True, self.bn_momentum)(y, train))
-        y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False, kernel_init=k)(y)
+        y = Conv(self.conv, self.channels, (3, 3), padding="SAME", use_bias=False, kernel_init=k)(y)
         return y + shortcut
 
 
@@ -161,21 +188,25 @@ class WideResNet(nn.Module):
     batch_norm: bool = True
     bn_momentum: float = 0.9
     weight_init: str = "he"
+    conv: str = "xla"  # convolution implementation: conv.IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        conv_lib.check(self.conv)
         if (self.depth - 4) % 6:
             raise ValueError(f"Wide ResNet depth must be 6n + 4, got {self.depth}")
         if not self.batch_norm:
             raise ValueError("the Wide ResNet here always has batch norm")
         n = (self.depth - 4) // 6
         k = INITS[self.weight_init]
-        x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False, kernel_init=k)(x)
+        x = Conv(self.conv, 16, (3, 3), padding="SAME", use_bias=False, kernel_init=k)(x)
         for group, c in enumerate((16, 32, 64)):
             for block in range(n):
                 stride = 2 if group > 0 and block == 0 else 1
                 c_k = max(1, round(c * self.width))
-                x = WideBlock(c_k, stride, self.bn_momentum, self.weight_init)(x, train)
+                x = WideBlock(c_k, stride, self.bn_momentum, self.weight_init, conv=self.conv)(
+                    x, train
+                )
         x = relu(self, Norm(True, self.bn_momentum)(x, train))
         return nn.Dense(self.num_classes, kernel_init=k)(jnp.mean(x, axis=(1, 2)))
 
@@ -189,13 +220,15 @@ class SimpleCNN(nn.Module):
     num_classes: int
     width: float = 1.0
     weight_init: str = "he"
+    conv: str = "xla"  # convolution implementation: conv.IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        conv_lib.check(self.conv)
         k = INITS[self.weight_init]
         for i, c in enumerate((32, 32, 64, 64, 128, 128)):
-            x = relu(self, nn.Conv(max(1, round(c * self.width)), (3, 3), padding="SAME",
-                                   kernel_init=k)(x))  # fmt: skip
+            x = relu(self, Conv(self.conv, max(1, round(c * self.width)), (3, 3), padding="SAME",
+                                kernel_init=k)(x))  # fmt: skip
             if i % 2:
                 x = nn.max_pool(x, (2, 2), (2, 2), padding="SAME")
         return nn.Dense(self.num_classes, kernel_init=k)(jnp.mean(x, axis=(1, 2)))

@@ -16,7 +16,9 @@ from pathlib import Path
 from ntkpaper.jobs import KINDS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ntkpaper"
-TRAINING = ["jobs/setup.py", "train.py", "models.py", "data.py", "metrics.py", "linearize.py"]
+TRAINING = [
+    "jobs/setup.py", "train.py", "models.py", "conv.py", "data.py", "metrics.py", "linearize.py"
+]  # fmt: skip
 SOURCES = {
     "parent": ["jobs/training.py", *TRAINING],
     "children": ["jobs/training.py", "spawn.py", *TRAINING],
@@ -30,16 +32,16 @@ SOURCES = {
     "children_geometry": ["jobs/geometry.py", "jobs/landscape.py", "hessian.py", *TRAINING],
 }
 RECORDED = {  # kind: (numerics version, fingerprint of SOURCES[kind])
-    "parent": (1, "a6e39d1ef223423b"),
-    "children": (2, "caf1825064dcf6cf"),
-    "linearised": (2, "a2d5a62044b9ac16"),
-    "parent_measure": (2, "293c840e26541c59"),
-    "children_measure": (2, "293c840e26541c59"),
-    "plane": (1, "c26038a4617b54ba"),
+    "parent": (2, "9ea42f4b6293e54b"),
+    "children": (3, "aa8c7c4e219ec55d"),
+    "linearised": (3, "333e1e354ea0b872"),
+    "parent_measure": (2, "8fd9874056f47a38"),
+    "children_measure": (2, "8fd9874056f47a38"),
+    "plane": (1, "b6167d9dec90ccff"),
     "alignment": (1, "d4c6abc4e64a0178"),
-    "tsne": (1, "c26038a4617b54ba"),
-    "parent_geometry": (1, "debee41b5937cccb"),
-    "children_geometry": (1, "debee41b5937cccb"),
+    "tsne": (1, "b6167d9dec90ccff"),
+    "parent_geometry": (1, "63290153004b0aa2"),
+    "children_geometry": (1, "63290153004b0aa2"),
 }
 
 

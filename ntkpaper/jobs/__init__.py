@@ -22,9 +22,9 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "parent": Kind("training", 1, "train a parent; a snapshot at every scheduled epoch"),
-    "children": Kind("training", 2, "children of one spawn epoch, trained as one vmapped program"),
-    "linearised": Kind("linearised", 2, "Taylor models of the parent at every t~, vmapped"),
+    "parent": Kind("training", 2, "train a parent; a snapshot at every scheduled epoch"),
+    "children": Kind("training", 3, "children of one spawn epoch, trained as one vmapped program"),
+    "linearised": Kind("linearised", 3, "Taylor models of the parent at every t~, vmapped"),
     "parent_measure": Kind("measuring", 2, "NTK and ReLU patterns at every parent snapshot"),
     "children_measure": Kind("measuring", 2, "error barrier and distances between two children"),
     "plane": Kind(

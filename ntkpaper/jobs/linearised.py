@@ -69,7 +69,7 @@ def run_linearised(job: Job) -> None:
         )
         log(f"linearised {job.key}: epoch {step / s.spe:.2f} test errors {np.round(errors[-1], 4)}")
 
-    step_fn = train_lib.make_taylor_step(s.model, tx, s.data_params, s.spe, lp.degree)
+    step_fn = train_lib.make_taylor_step(s.vmapped_model, tx, s.data_params, s.spe, lp.degree)
     stops = epoch_stops(s.spe, 0, end)
     train_lib.run_steps(  # vmapped over t~: states, anchors and statistics on axis 0
         train_lib.Fused(step_fn, s.spe, (0, None, None, None, None, 0, 0)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from ntkpaper import conv, metrics, models, store
 from ntkpaper import data as data_lib
-from ntkpaper import metrics, models, store
 from ntkpaper import params as P
 from ntkpaper import train as train_lib
 from ntkpaper.plan import BatchNorm, Job
@@ -38,6 +39,14 @@ class Setup:
         return train_lib.init_state(
             self.model, self.tx, jax.random.PRNGKey(0), self.dataset.x_train[:1]
         )
+
+    @functools.cached_property
+    def vmapped_model(self) -> nn.Module:
+        """``model`` with the convolutions that stay fast when vmapped over models
+        (``conv.for_vmapped_models``): the same function and parameters."""
+        if not any(f.name == "conv" for f in dataclasses.fields(self.model)):
+            return self.model
+        return self.model.clone(conv=conv.for_vmapped_models())
 
     def step_of(self, epoch: float) -> int:
         return train_lib.epoch_to_step(epoch, self.spe)

@@ -149,7 +149,7 @@ def run_children(job: Job) -> None:
         log(f"children {job.key}: epoch {step / s.spe:.2f}")
         return all_converged()
 
-    step_fn = train_lib.make_train_step(s.model, tx, s.data_params, s.spe)
+    step_fn = train_lib.make_train_step(s.vmapped_model, tx, s.data_params, s.spe)
     states = train_lib.run_steps(
         train_lib.Fused(step_fn, s.spe, spawn.CHILDREN_AXES),
         spawn.shard(states),
