@@ -1,6 +1,6 @@
-"""Fused training (``train.Fused``: an epoch's steps as one ``lax.scan``, its data order drawn
-once) against the step-by-step reference, and children sharded across devices against the
-same children on one device."""
+"""Fused training (``train.Fused``: an epoch's steps as one ``lax.fori_loop`` or, on a CPU, one
+jitted call each, its data order drawn once) against the step-by-step reference, and children
+sharded across devices against the same children on one device."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def close(a, b, err_msg=""):
 
 
 @pytest.mark.parametrize("children", [0, 3])
-def test_fused_steps_equal_the_step_by_step_reference(children):
+@pytest.mark.parametrize("in_loop", [False, True])
+def test_fused_steps_equal_the_step_by_step_reference(children, in_loop):
     """From mid-epoch, across two epoch boundaries and the lr drop, with a stop mid-epoch:
     every piece of an epoch is one scan with the epoch's order drawn once; the result is
     the plain loop's, in which every step draws its own order."""
@@ -54,14 +55,15 @@ def test_fused_steps_equal_the_step_by_step_reference(children):
     start, stops = 3, [9, 13]  # 3..4 | 5..8 stop | 9 | 10..12 stop
     if children:
         state, key = spawn.stack(state, children), jax.random.split(key, children)
-        fused = T.Fused(step_fn, spe, spawn.CHILDREN_AXES)
+        fused = T.Fused(step_fn, spe, spawn.CHILDREN_AXES, in_loop=in_loop)
         reference = jax.jit(spawn.vmap_children(step_fn))
     else:
-        fused, reference = T.Fused(step_fn, spe), jax.jit(step_fn)
+        fused, reference = T.Fused(step_fn, spe, in_loop=in_loop), jax.jit(step_fn)
     seen = []
     got = T.run_steps(fused, state, key, (x, y), start, stops, lambda t, s: seen.append(t), "x")
     assert seen == stops
-    assert fused.segment._cache_size() == 1  # one program for every piece
+    if in_loop:
+        assert fused.segment._cache_size() == 1  # one program for every piece
     want = state
     for t in range(start, stops[-1]):
         want, _ = reference(want, key, jnp.asarray(t, jnp.int32), x, y)
@@ -85,7 +87,8 @@ def test_fused_taylor_steps_vmapped_over_anchors_equal_the_reference():
     lin = T.TrainState(anchors.params, {}, jax.vmap(tx.init)(anchors.params))
     axes = (0, None, None, None, None, 0, 0)
     key, args = jax.random.PRNGKey(3), (x, y, anchors.params, anchors.batch_stats)
-    got = T.run_steps(T.Fused(step_fn, spe, axes), lin, key, args, 0, [7], lambda *_: None, "l")
+    fused = T.Fused(step_fn, spe, axes, in_loop=True)
+    got = T.run_steps(fused, lin, key, args, 0, [7], lambda *_: None, "l")
     reference, want = jax.jit(jax.vmap(step_fn, in_axes=axes)), lin
     for t in range(7):
         want, _ = reference(want, key, jnp.asarray(t, jnp.int32), *args)
@@ -113,7 +116,7 @@ SHARDED = textwrap.dedent(
 
     assert jax.device_count() == 4, jax.devices()
     model, tx, spe, state, x, y = problem()
-    fused = T.Fused(T.make_train_step(model, tx, DATA, spe), spe, spawn.CHILDREN_AXES)
+    fused = T.Fused(T.make_train_step(model, tx, DATA, spe), spe, spawn.CHILDREN_AXES, in_loop=True)
     states, keys = spawn.stack(state, 8), jax.random.split(jax.random.PRNGKey(2), 8)
     one = T.run_steps(fused, states, keys, (x, y), 0, [7], lambda *_: None, "one device")
     sharded = spawn.shard(states)
