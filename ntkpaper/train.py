@@ -190,7 +190,9 @@ class Fused:
         key_axis = None if self.in_axes is None else self.in_axes[1]
         order_of = lambda key, start, n: epoch_order(key, start // self.spe, n)  # noqa: E731
         if not in_loop:
-            order_fn = jax.jit(vmap(order_of, (key_axis, None, None)), static_argnums=2)
+            one_order = key_axis is None  # models sharing a key (Taylor models over t~)
+            order_fn = order_of if one_order else jax.vmap(order_of, (key_axis, None, None))
+            order_fn = jax.jit(order_fn, static_argnums=2)
             step = lambda st, key, t, *a: self.step_fn(st, key, t, *a[:-1], order=a[-1])  # noqa: E731
             step = jax.jit(vmap(step, (*(self.in_axes or ()), key_axis)))
 

@@ -75,7 +75,8 @@ def test_fused_steps_equal_the_step_by_step_reference(children, in_loop):
         assert float(jnp.abs(p[0] - p[1]).max()) > 1e-4
 
 
-def test_fused_taylor_steps_vmapped_over_anchors_equal_the_reference():
+@pytest.mark.parametrize("in_loop", [False, True])
+def test_fused_taylor_steps_vmapped_over_anchors_equal_the_reference(in_loop):
     """The linearised runner's program: Taylor steps vmapped over two anchors (t~)."""
     model, tx, spe, state, x, y = problem()
     step_fn = T.make_taylor_step(model, tx, DATA, spe, 1)
@@ -87,7 +88,7 @@ def test_fused_taylor_steps_vmapped_over_anchors_equal_the_reference():
     lin = T.TrainState(anchors.params, {}, jax.vmap(tx.init)(anchors.params))
     axes = (0, None, None, None, None, 0, 0)
     key, args = jax.random.PRNGKey(3), (x, y, anchors.params, anchors.batch_stats)
-    fused = T.Fused(step_fn, spe, axes, in_loop=True)
+    fused = T.Fused(step_fn, spe, axes, in_loop=in_loop)
     got = T.run_steps(fused, lin, key, args, 0, [7], lambda *_: None, "l")
     reference, want = jax.jit(jax.vmap(step_fn, in_axes=axes)), lin
     for t in range(7):
