@@ -54,8 +54,10 @@ def shard(tree, devices=None):
     """Leaves stacked on axis 0 (n models), split along that axis across the devices
     (``models_mesh``); the jitted program that reads them then runs each device's models
     there (GSPMD), with the data replicated. Unchanged on one device."""
-    n = jax.tree.leaves(tree)[0].shape[0]
-    mesh = models_mesh(n, devices)
+    leaves = jax.tree.leaves(tree)
+    if not leaves:  # e.g. the batch statistics of a network without batch norm
+        return tree
+    mesh = models_mesh(leaves[0].shape[0], devices)
     if mesh is None:
         return tree
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("models")))

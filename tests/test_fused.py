@@ -128,6 +128,7 @@ SHARDED = textwrap.dedent(
     for a, b in zip(jax.tree.leaves(one), leaves):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert spawn.models_mesh(6).devices.size == 3 and spawn.models_mesh(5) is None
+    assert spawn.shard({}) == {}  # no batch statistics (a network without batch norm)
     print("sharded equal")
     """
 )

@@ -33,7 +33,7 @@ SOURCES = {
 }
 RECORDED = {  # kind: (numerics version, fingerprint of SOURCES[kind])
     "parent": (2, "17e553c3681b18cc"),
-    "children": (3, "1fcb8bf5306a295a"),
+    "children": (3, "a4ded042ed29b2c3"),
     "linearised": (3, "68c71d31be5aef2a"),
     "parent_measure": (2, "2c45583bf7a4a7fa"),
     "children_measure": (2, "2c45583bf7a4a7fa"),
