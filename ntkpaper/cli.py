@@ -55,13 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             data_lib.prepare(args.name)
             return 0
         if args.command == "stamp":
-            from pathlib import Path
+            from ntkpaper import provenance
 
-            from ntkpaper import provenance, store
-
-            notebook = Path(args.notebook)
-            prov = store.read_json(notebook.parent / provenance.FILE)
-            provenance.stamp_notebook(notebook, prov)
+            provenance.stamp_notebook(args.notebook)
             return 0
         if args.command == "site":
             from ntkpaper import site as site_lib

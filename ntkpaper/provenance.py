@@ -86,10 +86,12 @@ def footer(prov: dict) -> str:
     )
 
 
-def stamp_notebook(notebook: Path, prov: dict) -> None:
-    """Copy ``prov`` into the executed notebook's metadata (key ``ntkpaper``), atomically."""
+def stamp_notebook(notebook: Path) -> None:
+    """Copy the ``provenance.json`` beside ``notebook`` (the executed one) into its metadata
+    (key ``ntkpaper``), atomically."""
     import nbformat
 
+    notebook = Path(notebook)
     nb = nbformat.read(notebook, as_version=4)
-    nb.metadata["ntkpaper"] = {"provenance": prov}
+    nb.metadata["ntkpaper"] = {"provenance": store.read_json(notebook.parent / FILE)}
     store.write_text(notebook, nbformat.writes(nb))

@@ -28,7 +28,7 @@ from pathlib import Path
 from ntkpaper import params as P
 from ntkpaper import plan, provenance, store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = provenance.REPO
 LOG_LINES = 40
 PROVENANCE = (  # (key in provenance.json, label on the figure page)
     ("commit", "commit"),
