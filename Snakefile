@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ntkpaper import jobs, plan, store
 from ntkpaper import params as P
+from ntkpaper.schema import content_key
 
 PROFILE = config.get("profile", "quick")
 try:
@@ -67,8 +68,10 @@ rule all:
         [RESULTS / fid / f"{fid}.pdf" for fid in FIGURES],
 
 
-# One rule per kind of run (ntkpaper/jobs/__init__.py): parent, children, linearised, ...
+# One rule per kind of run (ntkpaper/jobs/__init__.py): parent, linearised, measurements, ...
 for kind, about in jobs.KINDS.items():
+    if kind == "children":  # the next rules
+        continue
 
     rule:
         name:
@@ -88,6 +91,39 @@ for kind, about in jobs.KINDS.items():
             **cluster_resources(kind),
         shell:
             "{params.python} -m ntkpaper run {wildcards.key} --profile {params.profile} > {log} 2>&1"
+
+
+# Children: the incomplete children runs of one parent and one optimiser train together, as one
+# batch of models (ntkpaper.spawn.run_together), so one rule per such group, named by its runs,
+# its outputs their manifests. Complete runs are files no rule makes: a group that is killed
+# resumes, as the next group, from what it left (each run has its own checkpoint).
+for group in plan.trained_together(
+    j for j in JOBS.values() if j.kind == "children" and not store.is_complete(j.kind, j.key)
+):
+    name = "children_" + content_key([j.key for j in group])[:8]
+    epochs = ", ".join(f"{j.spec.spawn_epoch:g}" for j in group)
+    low = " (low lr)" if group[0].spec.low_lr else ""
+
+    rule:
+        name:
+            name
+        message:
+            f"children{low} of parent {group[0].spec.parent} spawned at epochs {epochs}, "
+            f"trained together ({sum(j.spec.n_children for j in group)} networks)"
+        input:
+            [done(d) for d in group[0].deps] + plan.dataset_files(group[0].deps[0]),
+        output:
+            [done(j) for j in group],
+        log:
+            RUNS / "logs" / f"{name}.log",
+        params:
+            python=PYTHON,
+            profile=PROFILE,
+            keys=" ".join(j.key for j in group),
+        resources:
+            **cluster_resources("children"),
+        shell:
+            "{params.python} -m ntkpaper run {params.keys} --profile {params.profile} > {log} 2>&1"
 
 
 # Downloads run where Snakemake runs (a cluster's login node has the internet; nodes may not).

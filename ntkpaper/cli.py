@@ -2,7 +2,8 @@
 
 python -m ntkpaper figures [snakemake options]  the workflow; resumes after a kill (make figures)
 python -m ntkpaper check --profile quick       validate every parameter file
-python -m ntkpaper run KEY --profile quick     run one cached job (a key of the plan)
+python -m ntkpaper run KEY --profile quick     run one cached job (a key of the plan); several
+                                               children keys of one parent train together
 python -m ntkpaper data cifar10                place a dataset in the cache
 python -m ntkpaper site --profile quick        the report site, results/<profile>/site/
 python -m ntkpaper stamp NOTEBOOK              copy provenance.json into an executed notebook
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("figures", help="run the workflow (snakemake); resumes after a kill")
     check = sub.add_parser("check", help="validate params/*.yaml")
     check.add_argument("--profile", default="quick", choices=P.PROFILES)
-    run = sub.add_parser("run", help="run one job of the plan by its key")
-    run.add_argument("key")
+    run = sub.add_parser("run", help="run jobs of the plan by key (children keys: together)")
+    run.add_argument("key", nargs="+")
     run.add_argument("--profile", default="quick", choices=P.PROFILES)
     data = sub.add_parser("data", help="download, verify and cache a dataset")
     data.add_argument("name")
@@ -73,17 +74,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             print(f"{len(figures)} figures, {len(jobs)} runs on profile {args.profile}: ok")
             return 0
-        if args.key not in jobs:
+        unknown = [k for k in args.key if k not in jobs]
+        if unknown:
             print(
-                f"error: no run with key {args.key} in params/*.yaml ({args.profile})",
+                f"error: no run with key {unknown[0]} in params/*.yaml ({args.profile})",
                 file=sys.stderr,
             )
             return 2
+        if len(args.key) > 1 and any(jobs[k].kind != "children" for k in args.key):
+            print("error: only children keys run together; give other keys one at a time",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         from ntkpaper import store
-        from ntkpaper.jobs import execute
+        from ntkpaper.jobs import execute, execute_together
 
         compilation_cache(store.runs_dir() / ".jax_cache")
-        execute(jobs[args.key])
+        if len(args.key) == 1:
+            execute(jobs[args.key[0]])
+        else:
+            execute_together([jobs[k] for k in args.key])
         return 0
     except Exception as e:  # every expected failure carries its cause and remedy
         from ntkpaper import data as data_lib

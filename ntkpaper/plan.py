@@ -339,6 +339,17 @@ def all_jobs(figures: dict[str, P.Figure]) -> dict[str, Job]:
     return jobs
 
 
+def trained_together(jobs) -> list[tuple[Job, ...]]:
+    """The children ``jobs`` grouped as they train: one group per parent and optimiser (the
+    parent's schedule, or one ``low_lr``), by spawn epoch. Each group is one batch of models
+    (``spawn.run_together``) and one job of the workflow."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        if job.kind == "children":
+            groups.setdefault((job.spec.parent, job.spec.low_lr), []).append(job)
+    return [tuple(sorted(g, key=lambda j: (j.spec.spawn_epoch, j.key))) for g in groups.values()]
+
+
 def dataset_files(job: Job) -> list[Path]:
     """The cached dataset a parent or alignment run reads (none for the embedded digits or
     synthetic data)."""

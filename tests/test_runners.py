@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 from ntkpaper import models, plan, spawn, store
 from ntkpaper import params as P
 from ntkpaper import train as T
-from ntkpaper.jobs import execute
+from ntkpaper.jobs import execute, execute_together
 from ntkpaper.jobs.setup import Setup, setup
 from ntkpaper.plan import Job, LowLr
 from ntkpaper.train import make_taylor_step
@@ -80,6 +80,24 @@ def recording_run_steps(monkeypatch) -> list:
     return calls
 
 
+def recording_run_together(monkeypatch) -> list:
+    """Record every member of every ``spawn.run_together`` call (children runners): its
+    start state, keys, stops and final state."""
+    real, calls = spawn.run_together, []
+
+    def record(fused, members, args, *rest):
+        seen = [SimpleNamespace(state=m.state, key=m.keys, start=m.start, stops=list(m.stops),
+                                name=m.name) for m in members]  # fmt: skip
+        out = real(fused, members, args, *rest)
+        for c in seen:
+            c.final = out[c.name]
+        calls.extend(seen)
+        return out
+
+    monkeypatch.setattr(spawn, "run_together", record)
+    return calls
+
+
 # ---------------------------------------------------------------------------------------
 # Children start where the parent was
 # ---------------------------------------------------------------------------------------
@@ -96,11 +114,12 @@ def test_children_start_from_the_trained_parent_snapshot_with_their_own_keys(env
     assert spawn_step == 44
     seen = {}
 
-    def capture(step_fn, state, key, args, start, stops, on_stop, name):
-        seen.update(state=state, key=key, start=start, stops=list(stops))
+    def capture(fused, members, args, *rest):
+        (m,) = members
+        seen.update(state=m.state, key=m.keys, start=m.start, stops=list(m.stops))
         raise _Captured
 
-    monkeypatch.setattr(T, "run_steps", capture)
+    monkeypatch.setattr(spawn, "run_together", capture)
     with pytest.raises(_Captured):
         execute(job)
 
@@ -181,6 +200,37 @@ def test_children_runner_equals_children_trained_alone_across_an_epoch_boundary(
     # the children did move apart (their own data orders)
     p0, p1 = (ravel_pytree(c.params)[0] for c in alone)
     assert float(jnp.linalg.norm(p0 - p1)) > 1e-3
+
+
+def test_children_of_several_spawn_epochs_trained_together_equal_each_trained_alone(
+    env, monkeypatch, tmp_path
+):
+    """Spawned at epochs 1 and 0.5 (mid-epoch), given in that order: one ``run_together`` call
+    whose members start at their spawn steps; each run's files equal, to the bit, those of the
+    same run trained alone in another store; each run has its own log."""
+    import shutil
+
+    jobs = [env.integrated.children[2], env.integrated.children[1]]
+    finals = {}
+    for how in ("together", "alone"):
+        runs = tmp_path / how
+        shutil.copytree(store.run_dir("parent", env.parent.key), runs / "parent" / env.parent.key)
+        monkeypatch.setenv("NTKPAPER_RUNS", str(runs))
+        calls = recording_run_together(monkeypatch)
+        if how == "together":
+            execute_together(jobs)
+            assert [c.start for c in calls] == [22, 44]  # one call, by spawn step
+        else:
+            for job in jobs:
+                execute(job)
+            assert [c.start for c in calls] == [44, 22]  # one call each
+        finals[how] = {j.key: store.final(j) for j in jobs}
+        for j in jobs:
+            assert "complete" in (store.run_dir(j.kind, j.key) / "log.txt").read_text()
+    for key, alone in finals["alone"].items():
+        assert alone.keys() == finals["together"][key].keys()
+        for name, a in alone.items():
+            np.testing.assert_array_equal(finals["together"][key][name], a, err_msg=name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,7 +338,7 @@ def test_low_lr_children_train_at_their_own_constant_lr(env, monkeypatch):
     spawn_step = s.step_of(job.spec.spawn_epoch)
     end = spawn_step + s.step_of(job.spec.low_lr.epochs)
     assert (spawn_step, end) == (44, 70)
-    calls = recording_run_steps(monkeypatch)
+    calls = recording_run_together(monkeypatch)
     execute(job)
     (call,) = calls
     assert call.start == spawn_step and call.stops[-1] == end
@@ -344,7 +394,7 @@ def test_low_lr_children_runner_stops_at_convergence_before_the_cap(env, monkeyp
     base = env.kernel.low_lr[1]  # spawned at epoch 1 (step 44)
     low = LowLr(base.spec.low_lr.lr, epochs=2.5, converged_rtol=1.0)  # any drop < 100 %: done
     job = Job("children", dataclasses.replace(base.spec, low_lr=low), base.deps)
-    calls = recording_run_steps(monkeypatch)
+    calls = recording_run_together(monkeypatch)
     execute(job)
     (call,) = calls
     assert call.stops == [88, 132, 154]  # the cap would be step 154

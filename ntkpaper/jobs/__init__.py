@@ -23,7 +23,9 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "parent": Kind("training", 2, "train a parent; a snapshot at every scheduled epoch"),
-    "children": Kind("training", 3, "children of one spawn epoch, trained as one vmapped program"),
+    "children": Kind(
+        "training", 3, "children of one spawn epoch; a parent's spawn epochs train together"
+    ),
     "linearised": Kind("linearised", 3, "Taylor models of the parent at every t~, vmapped"),
     "parent_measure": Kind("measuring", 2, "NTK and ReLU patterns at every parent snapshot"),
     "children_measure": Kind("measuring", 2, "error barrier and distances between two children"),
@@ -39,18 +41,36 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def execute(job) -> None:
-    """Run ``job`` unless its manifest says it is complete; its dependencies must be."""
+def _pending(job) -> bool:
+    """Whether ``job`` is still to run: not complete, and every run it reads complete."""
     from ntkpaper import store
 
     if store.is_complete(job.kind, job.key):
         print(f"{job.kind} {job.key}: complete", file=sys.stderr, flush=True)
-        return
+        return False
     for dep in job.deps:
         if not store.is_complete(dep.kind, dep.key):
             raise RuntimeError(
                 f"{job.kind} {job.key} needs {dep.kind} {dep.key}, which is not "
                 "complete; run the workflow (make figures) rather than this job alone"
             )
-    module = importlib.import_module(f"ntkpaper.jobs.{KINDS[job.kind].module}")
-    getattr(module, f"run_{job.kind}")(job)
+    return True
+
+
+def execute(job) -> None:
+    """Run ``job`` unless its manifest says it is complete; its dependencies must be."""
+    if _pending(job):
+        module = importlib.import_module(f"ntkpaper.jobs.{KINDS[job.kind].module}")
+        getattr(module, f"run_{job.kind}")(job)
+
+
+def execute_together(jobs) -> None:
+    """Children jobs, grouped by parent and optimiser (``plan.trained_together``), each group
+    trained as one batch of models; those complete are skipped."""
+    from ntkpaper import plan
+    from ntkpaper.jobs import training
+
+    if any(job.kind != "children" for job in jobs):
+        raise ValueError("only children runs train together; run other keys one at a time")
+    for group in plan.trained_together([job for job in jobs if _pending(job)]):
+        training.train_children(list(group))

@@ -93,86 +93,144 @@ def convergence(steps: list, losses: list, low_lr, spawn_step: int, spe: int) ->
 
 
 def run_children(job: Job) -> None:
-    """Spawn ``n_children`` from the parent's snapshot at ``spawn_epoch`` (weights, statistics,
-    optimiser state) and train them as one vmapped program, each on its own data order: to the
-    parent's last epoch on its schedule or, for low-lr children, at a constant low learning rate
-    until convergence (``converged``), at most ``low_lr.epochs``. Checkpoints the stacked state
-    at every epoch boundary; with ``snapshot_every``, keeps the stacked weights and statistics
-    at every multiple of it (``store.snapshot_name``)."""
-    (parent,) = job.deps
-    s = setup(parent)
-    ds, spec = s.dataset, job.spec
-    out = begin(job)
-    spawn_step, end = s.step_of(spec.spawn_epoch), s.step_of(s.train_params.epochs)
-    tx = s.tx
-    if spec.low_lr is not None:
-        tx = train_lib.optimizer(s.train_params, s.spe, lr=spec.low_lr.lr, lr_drops=())
-        end = spawn_step + s.step_of(spec.low_lr.epochs)
-    keys = spawn.child_keys(spec.seed, spawn_step, spec.n_children)
-    eb = s.data_params.eval_batch
+    """The children of one spawn epoch (``train_children`` of one job)."""
+    train_children([job])
 
-    def train_losses(states) -> list[float]:
+
+def train_children(jobs: list[Job]) -> None:
+    """Train the children of several spawn epochs of one parent together (``spawn.run_together``:
+    one batch of models, each child at the parent's step from its own spawn step on).
+
+    Each job spawns ``n_children`` from the parent's snapshot at its ``spawn_epoch`` (weights,
+    statistics, optimiser state); each child trains on its own data order, to the parent's
+    last epoch on its schedule or, for low-lr children, at a constant low learning rate until
+    convergence (``converged``), at most ``low_lr.epochs``. The jobs share one optimiser: the
+    same parent and the same ``low_lr``. Each job keeps its own files, checkpoint and log and
+    resumes from its own checkpoint; it is complete (its manifest written) as soon as it ends."""
+    if not jobs:
+        return
+    (parent,) = jobs[0].deps
+    if any(j.deps != (parent,) or j.spec.low_lr != jobs[0].spec.low_lr for j in jobs):
+        raise ValueError("children trained together need one parent and one low_lr")
+    jobs = [j for j in jobs if not store.is_complete(j.kind, j.key)]
+    if not jobs:
+        return
+    s = setup(parent)
+    runs = [_Children(j, s) for j in jobs]
+    step_fn = train_lib.make_train_step(s.vmapped_model, runs[0].tx, s.data_params, s.spe)
+    fused = train_lib.Fused(step_fn, s.spe, spawn.CHILDREN_AXES)
+    members = [run.member() for run in runs]
+    args = (s.dataset.x_train, s.dataset.y_train)
+    per_program, pad_to = spawn.program_size(fused, members[0], args)
+    try:
+        finals = spawn.run_together(fused, members, args, per_program, pad_to)
+    except BaseException as e:  # every job's own log says why it stopped
+        for run in runs:
+            run.log(f"error: {type(e).__name__}: {e}")
+        raise
+    for run in runs:
+        run.finish(finals[run.member_name])
+
+
+class _Children:
+    """One children job within ``train_children``: its member of the batch, its stops, its
+    files (checkpoint, snapshots, final) and its log."""
+
+    def __init__(self, job: Job, s) -> None:
+        self.job, self.s, spec = job, s, job.spec
+        self.out = begin(job)
+        self.spawn_step, self.end = s.step_of(spec.spawn_epoch), s.step_of(s.train_params.epochs)
+        self.tx = s.tx
+        if spec.low_lr is not None:
+            self.tx = train_lib.optimizer(s.train_params, s.spe, lr=spec.low_lr.lr, lr_drops=())
+            self.end = self.spawn_step + s.step_of(spec.low_lr.epochs)
+        self.member_name = f"children run {job.key}"
+        self.ckpt = self.out / "checkpoint.npz"
+
+    def log(self, msg: str) -> None:
+        log(msg)
+        with open(self.out / "log.txt", "a") as f:
+            f.write(msg + "\n")
+
+    def train_losses(self, states) -> list[float]:
+        s, n = self.s, self.job.spec.n_children
+        ds, eb = s.dataset, s.data_params.eval_batch
         return [
             train_lib.evaluate(
                 s.model, spawn.unstack(states, i).variables, ds.x_train, ds.y_train, eb
             )[1]
-            for i in range(spec.n_children)
+            for i in range(n)
         ]
 
-    ckpt = out / "checkpoint.npz"
-    if ckpt.exists():
-        arrays = store.load_arrays(ckpt)
-        states = state_from(spawn.stack(s.template(), spec.n_children), arrays)
-        start, steps, losses = int(arrays["step"]), list(arrays["steps"]), list(arrays["losses"])
-        log(f"children {job.key}: resuming from step {start}")
-    else:
-        snapshot = store.parent_snapshot(parent, spawn_step)
-        states = spawn.stack(state_from(s.template(), snapshot), spec.n_children)
-        start, steps = spawn_step, [spawn_step]
-        losses = [train_losses(states)] if spec.low_lr else []
+    def member(self) -> spawn.Member:
+        """The job's children at its checkpoint, or spawned from the parent's snapshot."""
+        s, spec = self.s, self.job.spec
+        (parent,) = self.job.deps
+        if self.ckpt.exists():
+            arrays = store.load_arrays(self.ckpt)
+            states = state_from(spawn.stack(s.template(), spec.n_children), arrays)
+            start = int(arrays["step"])
+            self.steps, self.losses = list(arrays["steps"]), list(arrays["losses"])
+            self.log(f"children {self.job.key}: resuming from step {start}")
+        else:
+            snapshot = store.parent_snapshot(parent, self.spawn_step)
+            states = spawn.stack(state_from(s.template(), snapshot), spec.n_children)
+            start, self.steps = self.spawn_step, [self.spawn_step]
+            self.losses = [self.train_losses(states)] if spec.low_lr else []
+        stops = (
+            []
+            if self.all_converged()
+            else [st for st in epoch_stops(s.spe, start, self.end) if st > start]
+        )
+        keys = spawn.child_keys(spec.seed, self.spawn_step, spec.n_children)
+        return spawn.Member(self.member_name, states, keys, start, stops, self.on_stop)
 
-    def all_converged() -> bool:
-        return bool(spec.low_lr) and bool(np.isfinite(converged(losses, spec.low_lr)).all())
+    def all_converged(self) -> bool:
+        low = self.job.spec.low_lr
+        return bool(low) and bool(np.isfinite(converged(self.losses, low)).all())
 
-    def on_stop(step: int, states: train_lib.TrainState) -> bool:
-        if spec.snapshot_every and step % (spec.snapshot_every * s.spe) == 0:
+    def on_stop(self, step: int, states: train_lib.TrainState) -> bool:
+        spec, spe = self.job.spec, self.s.spe
+        if spec.snapshot_every and step % (spec.snapshot_every * spe) == 0:
             store.save_arrays(
-                out / store.snapshot_name(step),
+                self.out / store.snapshot_name(step),
                 {**store.tree_arrays(states.params, "params"),
                  **store.tree_arrays(states.batch_stats, "batch_stats"), "step": step},
             )  # fmt: skip
         if spec.low_lr:
-            steps.append(step)
-            losses.append(train_losses(states))
-        history = {"steps": np.array(steps), "losses": np.array(losses)}
-        store.save_arrays(ckpt, {**state_arrays(states), "step": step, **history})
-        log(f"children {job.key}: epoch {step / s.spe:.2f}")
-        return all_converged()
+            self.steps.append(step)
+            self.losses.append(self.train_losses(states))
+        history = {"steps": np.array(self.steps), "losses": np.array(self.losses)}
+        store.save_arrays(self.ckpt, {**state_arrays(states), "step": step, **history})
+        self.log(f"children {self.job.key}: epoch {step / spe:.2f}")
+        return self.all_converged()
 
-    step_fn = train_lib.make_train_step(s.vmapped_model, tx, s.data_params, s.spe)
-    states = train_lib.run_steps(
-        train_lib.Fused(step_fn, s.spe, spawn.CHILDREN_AXES),
-        spawn.shard(states),
-        spawn.shard(keys),
-        (ds.x_train, ds.y_train),
-        start,
-        [] if all_converged() else [st for st in epoch_stops(s.spe, start, end) if st > start],
-        on_stop,
-        f"children run {job.key}",
-    )
-    test_error = [
-        train_lib.evaluate(s.model, spawn.unstack(states, i).variables, ds.x_test, ds.y_test, eb)[0]
-        for i in range(spec.n_children)
-    ]
-    store.save_arrays(
-        out / "final.npz",
-        {
-            **store.tree_arrays(states.params, "params"),
-            **store.tree_arrays(states.batch_stats, "batch_stats"),
-            "test_error": np.array(test_error),
-            **(convergence(steps, losses, spec.low_lr, spawn_step, s.spe) if spec.low_lr else {}),
-        },
-    )
-    snapshots = sorted(f.name for f in out.glob("snap-*.npz"))
-    store.write_manifest(job.kind, job.key, job.record(), [*snapshots, "final.npz"])
-    ckpt.unlink(missing_ok=True)
+    def finish(self, states: train_lib.TrainState) -> None:
+        """``final.npz`` (weights, statistics, test errors, low-lr convergence), then the
+        manifest; the checkpoint goes."""
+        s, spec = self.s, self.job.spec
+        ds, eb = s.dataset, s.data_params.eval_batch
+        test_error = [
+            train_lib.evaluate(
+                s.model, spawn.unstack(states, i).variables, ds.x_test, ds.y_test, eb
+            )[0]
+            for i in range(spec.n_children)
+        ]
+        low = spec.low_lr
+        store.save_arrays(
+            self.out / "final.npz",
+            {
+                **store.tree_arrays(states.params, "params"),
+                **store.tree_arrays(states.batch_stats, "batch_stats"),
+                "test_error": np.array(test_error),
+                **(
+                    convergence(self.steps, self.losses, low, self.spawn_step, s.spe) if low else {}
+                ),
+            },
+        )
+        snapshots = sorted(f.name for f in self.out.glob("snap-*.npz"))
+        store.write_manifest(
+            self.job.kind, self.job.key, self.job.record(), [*snapshots, "final.npz"]
+        )
+        self.ckpt.unlink(missing_ok=True)
+        self.log(f"children {self.job.key}: complete")
