@@ -93,14 +93,17 @@ for kind, about in jobs.KINDS.items():
             "{params.python} -m ntkpaper run {wildcards.key} --profile {params.profile} > {log} 2>&1"
 
 
-# Children: the incomplete children runs of one parent and one optimiser train together, as one
-# batch of models (ntkpaper.spawn.run_together), so one rule per such group, named by its runs,
-# its outputs their manifests. Complete runs are files no rule makes: a group that is killed
-# resumes, as the next group, from what it left (each run has its own checkpoint).
-for group in plan.trained_together(
-    j for j in JOBS.values() if j.kind == "children" and not store.is_complete(j.kind, j.key)
-):
+# Children: the children runs of one parent and one optimiser train together, as one batch of
+# models (ntkpaper.spawn.run_together), so one rule per such group, named by all its runs (the
+# same name when some are done, as when a cluster job is retried), its outputs the manifests of
+# those not yet complete: complete runs are files no rule makes, so a group that adds a run (a
+# figure's new spawn epoch) trains only that one, and a killed group resumes (each run has its
+# own checkpoint).
+for group in plan.trained_together(JOBS.values()):
     name = "children_" + content_key([j.key for j in group])[:8]
+    group = [j for j in group if not store.is_complete(j.kind, j.key)]
+    if not group:
+        continue
     epochs = ", ".join(f"{j.spec.spawn_epoch:g}" for j in group)
     low = " (low lr)" if group[0].spec.low_lr else ""
 
@@ -119,11 +122,11 @@ for group in plan.trained_together(
         params:
             python=PYTHON,
             profile=PROFILE,
-            keys=" ".join(j.key for j in group),
+            runs=" ".join(j.key for j in group),
         resources:
             **cluster_resources("children"),
         shell:
-            "{params.python} -m ntkpaper run {params.keys} --profile {params.profile} > {log} 2>&1"
+            "{params.python} -m ntkpaper run {params.runs} --profile {params.profile} > {log} 2>&1"
 
 
 # Downloads run where Snakemake runs (a cluster's login node has the internet; nodes may not).

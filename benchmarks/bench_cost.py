@@ -34,7 +34,16 @@ Printed as markdown (and written to ``--out``):
 3. the cost of every job of ``plan.all_jobs`` (measured seconds per unit x the units its runner
    computes; the rules are printed under the tables), by kind, by figure ("reads": every job
    the figure needs; "own": those no earlier figure needed, so the owns add up to the whole
-   set, shared jobs counted once) and the jobs that dominate.
+   set, shared jobs counted once), the groups of children trained together and the jobs that
+   dominate.
+
+Children (``--together``, default on off a CPU): the children jobs of one parent and optimiser
+train as one batch of models (``plan.trained_together``, ``spawn.run_together``). Each group's
+timeline is cut at its events (a member's spawn step, its end: the parent's last step, or the
+cap of low-lr children); in each interval the rows in training run as one program padded to a
+multiple of 8 (the memory cap ignored), timed at that size, and each job pays its rows' share.
+``--together off`` (a CPU's runner): each job's children are a program of their own, steps x
+the step of its n children. The groups' table sets the two side by side.
 """
 
 from __future__ import annotations
@@ -241,6 +250,8 @@ class FusedTask(Task):
         return self.fused.segment(self.state, self.key, jnp.asarray(0, jnp.int32), n, *self.args)
 
     def programs(self):
+        if not hasattr(self.fused.segment, "lower"):  # a CPU: one jitted call per step,
+            return []  # compiled by the warm-up call of ``measure``
         zero = jnp.asarray(0, jnp.int32)
         return [(self.fused.segment, (self.state, self.key, zero, zero, *self.args))]
 
@@ -896,6 +907,43 @@ def parent_snapshots(parent: plan.Job, spe: int) -> int:
     return len({T.epoch_to_step(e, spe) for e in tp.snapshot_epochs()})
 
 
+PAD = 8  # spawn.program_size on one accelerator: a batch padded to a multiple of lcm(8, 1)
+
+
+def padded(rows: int) -> int:
+    """The models one program of ``rows`` children computes (the memory cap ignored)."""
+    return math.ceil(rows / PAD) * PAD
+
+
+def span(job: plan.Job, spe: int) -> tuple[int, int]:
+    """The steps [start, end) a children job trains: from its spawn step to the parent's last
+    step, or for low-lr children for ``low_lr.epochs`` (the cap; they may stop earlier)."""
+    sp = job.spec
+    start = T.epoch_to_step(sp.spawn_epoch, spe)
+    if sp.low_lr is not None:
+        return start, start + T.epoch_to_step(sp.low_lr.epochs, spe)
+    (parent,) = job.deps
+    return start, T.epoch_to_step(parent.spec.train.epochs, spe)
+
+
+def timeline(group: tuple[plan.Job, ...], spe: int) -> list[tuple[int, list[plan.Job]]]:
+    """(steps, members training) between consecutive events of a group, as
+    ``spawn.run_together`` walks it: a member joins at its spawn step and leaves at its end
+    (the epoch boundaries in between split no cost)."""
+    spans = [(j, *span(j, spe)) for j in group]
+    events = sorted({t for _, start, end in spans for t in (start, end)})
+    out = []
+    for a, b in zip(events[:-1], events[1:]):
+        active = [j for j, start, end in spans if start <= a and b <= end]
+        if active:
+            out.append((b - a, active))
+    return out
+
+
+def n_rows(active: list[plan.Job]) -> int:
+    return sum(j.spec.n_children for j in active)
+
+
 @dataclass
 class Cost:
     seconds: float  # nan: a timing it needs failed
@@ -905,10 +953,19 @@ class Cost:
 
 class CostModel:
     """GPU-seconds of each job: the units its runner computes times the measured seconds per
-    unit (docstrings of ``jobs.*``)."""
+    unit (docstrings of ``jobs.*``). ``together``: children jobs train in the groups of
+    ``plan.trained_together`` (``jobs.training.train_children``), each job costed at its share
+    of its group's batches; otherwise each job's children are a program of their own."""
 
-    def __init__(self, bench: Bench):
-        self.b = bench
+    def __init__(self, bench: Bench, jobs: dict[str, plan.Job], together: bool):
+        self.b, self.together = bench, together
+        self.groups = plan.trained_together(jobs.values()) if together else []
+        self.group_of = {j.key: g for g in self.groups for j in g}
+
+    def timeline(self, job: plan.Job) -> list[tuple[int, list[plan.Job]]]:
+        """The timeline of the group ``job`` trains in (itself alone when not together)."""
+        group = self.group_of.get(job.key, (job,))
+        return timeline(group, self.b.net(parent_of(job)).spe)
 
     def t(self, kind: str, net: Net, *extra) -> float:
         t = self.b.timing(kind, net, *extra)
@@ -935,7 +992,10 @@ class CostModel:
         b.need("bnstats", net)
         b.need("train", net)
         if job.kind == "children":
-            b.need("children", net, job.spec.n_children)
+            b.need("children", net, job.spec.n_children)  # alone (together: the comparison)
+            if job.key in self.group_of:
+                for _, active in self.timeline(job):
+                    b.need("children", net, padded(n_rows(active)))
         elif job.kind == "linearised":
             lp = job.spec.linearised
             n = len(lp.spawn_epochs)
@@ -944,7 +1004,8 @@ class CostModel:
         elif job.kind in ("parent_measure", "children_measure"):
             b.need("ntk", net, job.spec.probe)
 
-    def cost(self, job: plan.Job) -> Cost:
+    def cost(self, job: plan.Job, alone: bool = False) -> Cost:
+        """``alone``: children costed as their own program even when trained together."""
         k = job.kind
         if k == "alignment":
             key = align_shape(sp := job.spec)
@@ -959,19 +1020,7 @@ class CostModel:
             s = steps * self.t("train", net) + snaps * self.fwd(net, net.n_train + net.n_test)
             return Cost(s, f"{steps} steps, {snaps} snapshots evaluated")
         if k == "children":
-            (parent,) = job.deps
-            start = T.epoch_to_step(sp.spawn_epoch, spe)
-            n = sp.n_children
-            per = self.t("children", net, n)
-            if sp.low_lr is None:
-                steps = T.epoch_to_step(parent.spec.train.epochs, spe) - start
-                s = steps * per + n * self.fwd(net, net.n_test)
-                return Cost(s, f"{steps} steps of {n} children")
-            steps = T.epoch_to_step(sp.low_lr.epochs, spe)
-            stops = len(setup_lib.epoch_stops(spe, start, start + steps))
-            s = steps * per + (1 + stops) * n * self.fwd(net, net.n_train)
-            s += n * self.fwd(net, net.n_test)
-            return Cost(s, f"{steps} steps of {n} low-lr children (the cap), train loss each epoch")
+            return self.children(job, net, alone)
         if k == "linearised":
             lp = sp.linearised
             n = len(lp.spawn_epochs)
@@ -1054,6 +1103,27 @@ class CostModel:
                 rough=True,
             )
         return Cost(math.nan, f"kind {k} not costed", rough=True)
+
+    def children(self, job: plan.Job, net: Net, alone: bool) -> Cost:
+        """Training: alone, steps x the step of the job's n children; together, over the
+        group's timeline, each interval's steps x the step of its padded batch, times the
+        job's share n / rows. Then the evaluations, the same either way."""
+        sp, spe, n = job.spec, net.spe, job.spec.n_children
+        start, end = span(job, spe)
+        if alone or job.key not in self.group_of:
+            s = (end - start) * self.t("children", net, n)
+            what = f"{end - start} steps of {n}"
+        else:
+            mine = [(k, n_rows(a)) for k, a in self.timeline(job) if job in a]
+            s = sum(k * self.t("children", net, padded(r)) * n / r for k, r in mine)
+            peak = max((r for _, r in mine), default=n)
+            what = f"{end - start} steps of {n} in batches of up to {peak}"
+        s += n * self.fwd(net, net.n_test)
+        if sp.low_lr is None:
+            return Cost(s, f"{what} children")
+        stops = len(setup_lib.epoch_stops(spe, start, end))
+        s += (1 + stops) * n * self.fwd(net, net.n_train)
+        return Cost(s, f"{what} low-lr children (the cap), train loss each epoch")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1144,6 +1214,15 @@ def options() -> argparse.Namespace:
     )
     ap.add_argument("--no-alignment", action="store_true", help="skip Atanasov et al.'s runs")
     ap.add_argument(
+        "--together",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="cost the children jobs of one parent and optimiser trained together "
+        "(plan.trained_together: padded batches of every child in training) or one job at a "
+        "time (default auto: on off a CPU; on a CPU the runner keeps each job's children as "
+        "their own program)",
+    )
+    ap.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="programs compiled at a time"
     )
     ap.add_argument(
@@ -1175,6 +1254,8 @@ def options() -> argparse.Namespace:
     o.steps = o.steps or 50
     o.children = o.children or 16
     o.max_seconds = 2.0 if o.max_seconds is None else o.max_seconds
+    auto = jax.default_backend() != "cpu"
+    o.together = {"on": True, "off": False}.get(o.together, auto)
     return o
 
 
@@ -1515,9 +1596,10 @@ def cost_sections(bench: Bench, model: CostModel, figures: dict, jobs: dict, opt
         rows.append(
             [kind, len(keys), hours(s) + f" ({na} n/a)" * bool(na), share(s), HOW[kind] + rough]
         )
+    children = "trained together" if model.together else "one job at a time"
     out = [
-        f"## Cost by kind of job ({opts.profile} profile, {len(jobs)} jobs)\n\n"
-        + table(["kind", "jobs", "GPU-hours", "share", "how estimated"], rows)
+        f"## Cost by kind of job ({opts.profile} profile, {len(jobs)} jobs; children "
+        f"{children})\n\n" + table(["kind", "jobs", "GPU-hours", "share", "how estimated"], rows)
     ]
 
     order = sorted(figures, key=natural)
@@ -1584,6 +1666,9 @@ def cost_sections(bench: Bench, model: CostModel, figures: dict, jobs: dict, opt
         "add up to the set totals."
     )
 
+    if model.groups:
+        out.append(together_section(model, costs, owner))
+
     grouped: dict[tuple, list[str]] = defaultdict(list)
     for k, j in jobs.items():
         grouped[(variant(j), describe(bench, j))].append(k)
@@ -1619,6 +1704,42 @@ def cost_sections(bench: Bench, model: CostModel, figures: dict, jobs: dict, opt
     return out
 
 
+def together_section(model: CostModel, costs: dict[str, Cost], owner: dict[str, str]) -> str:
+    """The groups of children trained together, against the same jobs one at a time."""
+
+    def line(label, low, jobs, peak, together, alone):
+        gain = f"{fmt(alone / together)}x" if together else ""
+        return [label, low, jobs, peak, hours(together), hours(alone), gain]
+
+    rows, sums = [], [0.0, 0.0]
+    for group in model.groups:
+        parent = group[0].deps[0].key
+        peak = max((n_rows(a) for _, a in model.timeline(group[0])), default=0)
+        pair = [
+            total(costs[j.key].seconds for j in group),
+            total(model.cost(j, alone=True).seconds for j in group),
+        ]
+        sums = [a + b for a, b in zip(sums, pair)]
+        low = "yes" * (group[0].spec.low_lr is not None)
+        label = f"{owner.get(parent, '')} ({parent})"
+        rows.append(line(label, low, len(group), f"{peak} ({padded(peak)})", *pair))
+    rows.sort(key=lambda r: (natural(r[0]), r[1]))
+    rows.append(line("**all**", "", sum(map(len, model.groups)), "", *sums))
+    header = ["parent (first read by)", "low lr", "jobs", "peak models (padded)"]
+    header += ["GPU-hours together", "GPU-hours one at a time", "gain"]
+    return (
+        f"## Children trained together ({len(model.groups)} groups)\n\n"
+        + table(header, rows)
+        + "\n\nA group: the children jobs of one parent and optimiser (`plan.trained_together`), "
+        "one batch of models. Between events (a spawn step, an end) the children in training "
+        f"form one program padded to a multiple of {PAD}; a job pays its rows' share of each. "
+        "The memory cap (`spawn.fill`: as many models as fit in 70% of the device) is ignored: "
+        "a batch above it would run as several programs. 'One at a time': each job's children "
+        "as their own program (`--together off`). Evaluations are in both; low-lr children at "
+        "their cap."
+    )
+
+
 def main() -> None:
     opts = options()
     start = time.perf_counter()
@@ -1630,7 +1751,7 @@ def main() -> None:
     if opts.no_alignment:
         jobs = {k: j for k, j in jobs.items() if j.kind != "alignment"}
     bench = Bench(opts, figures)
-    model = CostModel(bench)
+    model = CostModel(bench, jobs, opts.together)
     h = headline(bench, opts, figures, jobs)
     for job in jobs.values():
         model.requirements(job)
@@ -1662,7 +1783,8 @@ def describe(bench: Bench, job: plan.Job) -> str:
 
 HOW = {
     "parent": "steps x one-model Fused step + snapshots x train/test forward",
-    "children": "steps x n-children Fused step (n as in the job) + evaluations; low-lr at cap",
+    "children": "together: the job's share of its group's padded batches, interval by interval; "
+    "otherwise steps x its n children's Fused step; + evaluations; low-lr at the cap",
     "linearised": "steps x vmapped Taylor step + per-epoch Taylor test forward",
     "parent_measure": "snapshots x (NTK + BN statistics + train/test forward)",
     "children_measure": "2 NTKs + barrier points x (BN statistics + forwards)",
@@ -1677,10 +1799,16 @@ HOW_LONG = {
     "parent": "epochs x steps/epoch x the measured seconds of one step of ntkpaper's `Fused` "
     "loop for that network, plus at every snapshot the evaluation of the train and test sets "
     "(eval batches x measured forward).",
-    "children": "(parent's last step - spawn step) x the measured `Fused` step of that many "
-    "vmapped children (measured at the n the plan uses, not interpolated), plus their test "
-    "evaluation. Low-learning-rate children: the cap (`low_lr.epochs`), an upper bound since "
-    "they stop once converged, plus each child's training loss at every epoch boundary.",
+    "children": "a job trains from its spawn step to the parent's last step; low-learning-rate "
+    "children for the cap (`low_lr.epochs`), an upper bound since they stop once converged. "
+    "Trained together (`--together on`, the default off a CPU): the jobs of one parent and "
+    "optimiser are one batch (`plan.trained_together`); between consecutive events (a spawn "
+    "step, an end) its A rows in training run as one program padded to P, the multiple of 8 "
+    "at or above A (the memory cap of `spawn.fill` ignored), and the job pays steps x the "
+    "measured `Fused` step of P vmapped children x n / A per interval it trains in. One job at "
+    "a time (`--together off`, a CPU's runner): steps x the measured step of its n children. "
+    "Step times measured at each n or P the plan reaches, not interpolated. Plus the test "
+    "evaluation, and for low-lr children each child's training loss at every epoch boundary.",
     "linearised": "epochs x steps/epoch x the measured `Fused` step of `make_taylor_step` "
     "vmapped over the job's t~ (its degree), plus the per-epoch test error of every Taylor "
     "model (measured eval batches) and the anchors' batch-norm statistics.",

@@ -249,3 +249,27 @@ def test_fig17_on_cifar100_is_its_cifar10_file_on_quick(figures):
         assert c100.parent.spec.data.dataset == (
             "digits" if figures["fort-fig2"].profile == "quick" else "cifar100"
         )
+
+
+def test_children_train_together_by_parent_and_optimiser(figures):
+    """``trained_together``: every children run in exactly one group; a group holds one parent's
+    children at one optimiser (its schedule, or one low lr), by spawn epoch. The constant-lr
+    parent of fig4/8/9/19-taylor2 gets two groups: its barrier children and its low-lr children
+    (fig8's and taylor2's, at the same low lr, together)."""
+    jobs = plan.all_jobs(figures)
+    children = [j for j in jobs.values() if j.kind == "children"]
+    groups = plan.trained_together(children)
+    assert sorted(j.key for g in groups for j in g) == sorted(j.key for j in children)
+    for g in groups:
+        assert len({(j.spec.parent, j.spec.low_lr) for j in g}) == 1
+        epochs = [j.spec.spawn_epoch for j in g]
+        assert epochs == sorted(epochs)
+    assert len({(g[0].spec.parent, g[0].spec.low_lr) for g in groups}) == len(groups)
+    parent = runs(figures)["fort-fig4"].parent.key
+    mine = [g for g in groups if g[0].spec.parent == parent]
+    assert sorted(g[0].spec.low_lr is None for g in mine) == [False, True]
+    fig4 = runs(figures)["fort-fig4"].children
+    (barrier,) = (g for g in mine if g[0].spec.low_lr is None)
+    assert keys(barrier) == keys(fig4)
+    assert len(barrier) > 1  # several spawn epochs in one job
+    assert plan.trained_together([jobs[k] for k in keys(fig4)[:1]]) == [fig4[:1]]

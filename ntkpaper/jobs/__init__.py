@@ -1,4 +1,5 @@
-"""Kinds of runs: one module per family, one Snakemake rule per kind.
+"""Kinds of runs: one module per family, one Snakemake rule per kind (children: one rule per
+parent and optimiser, whose runs train together: ``execute_together``).
 
 Light (no JAX): the Snakefile reads ``KINDS`` to make its rules and ``plan`` reads each kind's
 numerics version into every run key, so a change to what a runner computes is a new key, not
