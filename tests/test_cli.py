@@ -96,3 +96,24 @@ def test_check_bad_file_fails_naming_file_and_key(tmp_path, section, key, value,
 def test_check_unknown_profile_is_refused():
     out = check("--profile", "fast")
     assert out.returncode != 0 and "fast" in out.stderr and not out.stdout
+
+
+def test_run_refuses_unknown_keys_and_non_children_keys_together():
+    """``run KEY ...``: several keys train together only if all are children runs; every
+    refusal is a one-line message before any compute."""
+    jobs = plan.all_jobs(params.load_all("quick", directory=PARAMS_DIR))
+    kinds: dict[str, list[str]] = {}
+    for key, job in jobs.items():
+        kinds.setdefault(job.kind, []).append(key)
+    env = {k: v for k, v in os.environ.items() if k != "NTKPAPER_PARAMS"}
+    env["PYTHONPATH"] = str(REPO)
+
+    def run(*keys):
+        return subprocess.run([sys.executable, "-m", "ntkpaper", "run", *keys], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    out = run(kinds["children"][0], "0123456789abcdef")
+    assert out.returncode == 2 and "no run with key 0123456789abcdef" in out.stderr
+    out = run(kinds["children"][0], kinds["parent"][0])
+    assert out.returncode == 2 and "only children keys run together" in out.stderr
+    assert "Traceback" not in out.stderr

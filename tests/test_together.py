@@ -102,3 +102,32 @@ def test_a_diverging_member_is_named_and_a_finished_one_is_returned_as_it_is():
     assert got == {"done": members[0].state}  # no steps left: as it was
     with pytest.raises(T.Diverged, match="nan: training loss .* at step 5"):
         spawn.run_together(fused, members, (x, y))
+
+
+def test_program_size_fills_an_accelerator_s_memory_and_keeps_a_cpu_per_member(monkeypatch):
+    """On a CPU each member is its own program; on an accelerator (its devices faked here, the
+    program compiled for this CPU) as many models as ``fill`` finds from the compiled step's
+    memory analysis, padded to a multiple of lcm(8, devices)."""
+    model, tx, spe, state, x, y = problem()
+    fused = T.Fused(T.make_train_step(model, tx, DATA, spe), spe, spawn.CHILDREN_AXES, True)
+    member = spawn.Member("a", spawn.stack(state, 2), spawn.child_keys(0, 0, 2), 0, [5], None)
+    assert spawn.program_size(fused, member, (x, y)) == (None, 1)
+
+    class Device:
+        platform = "gpu"
+
+        def __init__(self, limit):
+            self.limit = limit
+
+        def memory_stats(self):
+            return {"bytes_limit": self.limit}
+
+    sizes = {}
+    for limit, count in ((2**26, 1), (2**28, 1), (2**28, 3)):
+        monkeypatch.setattr(jax, "devices", lambda: [Device(limit)] * count)
+        sizes[limit, count] = spawn.program_size(fused, member, (x, y))
+    small, large, three = sizes.values()
+    assert small[1] == large[1] == 8 and three[1] == 24
+    assert 1 <= small[0] < large[0] < three[0]  # more memory, more models
+    per_model = (0.7 * 2**28 - x.nbytes - y.nbytes) / large[0]
+    assert 0.5 * per_model < (0.7 * 2**26 - x.nbytes - y.nbytes) / small[0] < 2 * per_model
