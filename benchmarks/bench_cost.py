@@ -1,8 +1,10 @@
 """Seconds per epoch of each stage against the plain single-model loop, and the GPU-hours of
 every figure: measured step times times the plan's step counts.
 
-On a GPU, the one command (every program is compiled first, in parallel, then timed; about
-5-8 minutes expected on an H200, the tables written to --out as each section is done):
+On a GPU, the one command (every program is compiled first, in parallel, then timed; the
+tables written to --out as each section is done; an estimate of 10-15 minutes on an H200, not
+measured: the children trained together are timed at every padded batch their groups reach, up
+to 40 children, so about six children programs per network):
 
     .venv/bin/python benchmarks/bench_cost.py --profile paper --out benchmarks/cost-h200.md
 

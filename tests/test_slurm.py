@@ -26,6 +26,7 @@ is given on the command line (``SLURM_TEST_OPTIONS``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from ntkpaper.schema import content_key
 
 from .conftest import ROOT, run_env, write_tiny
 from .slurm.cluster import Cluster, Unavailable
@@ -152,8 +155,17 @@ def test_quick_figure_through_the_slurm_profile(slurm_cluster, tmp_path):
                   (cluster_root / "runs").glob("*/*/manifest.json"))  # fmt: skip
     assert {r.parts[0] for r in runs} == {"parent", "children", "parent_measure",
                                           "children_measure"}, runs  # fmt: skip
-    expected = {f"rule_{kind}_wildcards_{key}" for kind, key in (r.parts for r in runs)}
+    expected = {f"rule_{kind}_wildcards_{key}" for kind, key in (r.parts for r in runs)
+                if kind != "children"}  # fmt: skip
     expected.add(f"rule_figure_wildcards_{FIGURE}")
+    children = [key for kind, key in (r.parts for r in runs) if kind == "children"]
+    assert len(children) == 2  # two spawn epochs, trained together: one job named by both
+
+    def by_spawn_epoch(key):
+        spec = json.loads((cluster_root / "runs" / "children" / key / "spec.json").read_text())
+        return spec["spawn_epoch"], key
+
+    expected.add(f"rule_children_{content_key(sorted(children, key=by_spawn_epoch))[:8]}")
     completed = slurm_cluster.completed(run_id)
     assert {j["JobID"] for j in completed} == submitted, (completed, submitted, log[-4000:])
     for j in completed:
