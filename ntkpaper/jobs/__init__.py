@@ -23,11 +23,11 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "parent": Kind("training", 2, "train a parent; a snapshot at every scheduled epoch"),
+    "parent": Kind("training", 3, "train a parent; a snapshot at every scheduled epoch"),
     "children": Kind(
-        "training", 3, "children of one spawn epoch; a parent's spawn epochs train together"
+        "training", 4, "children of one spawn epoch; a parent's spawn epochs train together"
     ),
-    "linearised": Kind("linearised", 3, "Taylor models of the parent at every t~, vmapped"),
+    "linearised": Kind("linearised", 4, "Taylor models of the parent at every t~, vmapped"),
     "parent_measure": Kind("measuring", 2, "NTK and ReLU patterns at every parent snapshot"),
     "children_measure": Kind("measuring", 2, "error barrier and distances between two children"),
     "plane": Kind(
