@@ -140,7 +140,7 @@ def program_size(fused: Fused, member: Member, args: tuple, fraction: float = 0.
         per_model = (m.temp_size_in_bytes + 2 * m.output_size_in_bytes) / member.n
     except Exception:  # no memory analysis on this backend: one program for every child
         limit = None
-    shared = sum(a.nbytes for a in jax.tree.leaves(args))
+    shared = sum(a.nbytes for a in jax.tree.leaves(args)) * len(devices)  # on every device
     n = None if limit is None else fill(per_model, shared, limit * len(devices), fraction)
     return n, math.lcm(8, len(devices))
 

@@ -129,5 +129,6 @@ def test_program_size_fills_an_accelerator_s_memory_and_keeps_a_cpu_per_member(m
     small, large, three = sizes.values()
     assert small[1] == large[1] == 8 and three[1] == 24
     assert 1 <= small[0] < large[0] < three[0]  # more memory, more models
-    per_model = (0.7 * 2**28 - x.nbytes - y.nbytes) / large[0]
+    per_model = (0.7 * 2**28 - x.nbytes - y.nbytes) / large[0]  # the data on every device
     assert 0.5 * per_model < (0.7 * 2**26 - x.nbytes - y.nbytes) / small[0] < 2 * per_model
+    assert 0.5 * per_model < 3 * (0.7 * 2**28 - x.nbytes - y.nbytes) / three[0] < 2 * per_model

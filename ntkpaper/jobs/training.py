@@ -128,8 +128,9 @@ def train_children(jobs: list[Job]) -> None:
         for run in runs:
             run.log(f"error: {type(e).__name__}: {e}")
         raise
-    for run in runs:
-        run.finish(finals[run.member_name])
+    for run in runs:  # those that ended before training (converged when they were killed)
+        if not store.is_complete(run.job.kind, run.job.key):
+            run.finish(finals[run.member_name])
 
 
 class _Children:
@@ -190,6 +191,8 @@ class _Children:
         return bool(low) and bool(np.isfinite(converged(self.losses, low)).all())
 
     def on_stop(self, step: int, states: train_lib.TrainState) -> bool:
+        """Snapshot, low-lr training loss, checkpoint; at the end (or once converged) the
+        final files: True, the job leaves the batch."""
         spec, spe = self.job.spec, self.s.spe
         if spec.snapshot_every and step % (spec.snapshot_every * spe) == 0:
             store.save_arrays(
@@ -200,10 +203,13 @@ class _Children:
         if spec.low_lr:
             self.steps.append(step)
             self.losses.append(self.train_losses(states))
+        self.log(f"children {self.job.key}: epoch {step / spe:.2f}")
+        if step == self.end or self.all_converged():
+            self.finish(states)
+            return True
         history = {"steps": np.array(self.steps), "losses": np.array(self.losses)}
         store.save_arrays(self.ckpt, {**state_arrays(states), "step": step, **history})
-        self.log(f"children {self.job.key}: epoch {step / spe:.2f}")
-        return self.all_converged()
+        return False
 
     def finish(self, states: train_lib.TrainState) -> None:
         """``final.npz`` (weights, statistics, test errors, low-lr convergence), then the
