@@ -72,6 +72,7 @@ import numpy as np
 import optax
 import plain_loop
 
+from ntkpaper import conv as conv_lib
 from ntkpaper import data as data_lib
 from ntkpaper import linearize, metrics, models, ntk, plan, silent, spawn
 from ntkpaper import params as P
@@ -588,13 +589,17 @@ class Bench:
             return self.timings[("ntk_full", id(net), *extra)]  # the whole probe, timed
         return self.timings.get((kind, id(net), *extra))
 
-    def model_with(self, net: Net, impl: str | None):
-        return net.model if impl is None else net.model.clone(conv=impl)
+    def model_with(self, net: Net, impl: str | None, vmapped: bool = False):
+        """The network with convolutions ``impl``; None: as the runs use it, ``vmapped`` over
+        children or t~ (``conv.vmapped``) or alone."""
+        if impl is not None:
+            return net.model.clone(conv=impl)
+        return conv_lib.vmapped(net.model) if vmapped else net.model
 
     def task_train(self, net: Net, impl: str | None = None, n: int | None = None) -> Task:
         """One model (``n`` None) or ``n`` vmapped children, minibatch as the runs'."""
         d = self.small(net)
-        model = self.model_with(net, impl)
+        model = self.model_with(net, impl, vmapped=n is not None)
         state = init_state(model, net.tx, net.dataset.x_train[:1])
         step = T.make_train_step(model, net.tx, d, net.spe)
         scale = net.data.batch_size / d.batch_size
@@ -684,7 +689,7 @@ class Bench:
         m, anchor, stats = self.taylor_parts(net, degree, n)
         tx = T.optimizer(lp, net.spe)
         state = T.TrainState(anchor, {}, jax.vmap(tx.init)(anchor))
-        step = T.make_taylor_step(net.model, tx, d, net.spe, degree)
+        step = T.make_taylor_step(self.model_with(net, None, True), tx, d, net.spe, degree)
         args = (net.dataset.x_train, net.dataset.y_train, anchor, stats)
         scale = net.data.batch_size / d.batch_size * n / m
         return FusedTask(
@@ -1270,15 +1275,9 @@ def conv_impls(opts, model) -> list[str | None]:
     if opts.convs:
         wanted = opts.convs.split(",")
     else:
-        try:
-            from ntkpaper import conv as conv_lib
-
-            wanted = list(conv_lib.IMPLEMENTATIONS)
-        except (ImportError, AttributeError):
-            wanted = []
-        if opts.cpu_small:
-            wanted = []
-    return [model.conv] + [i for i in wanted if i != model.conv]
+        wanted = [] if opts.cpu_small else list(conv_lib.IMPLEMENTATIONS)
+    runs = conv_lib.vmapped(model).conv  # the children's, as the runs train them
+    return [runs] + [i for i in wanted if i != runs]
 
 
 @dataclass

@@ -354,3 +354,12 @@ def for_vmapped_models(backend: str | None = None) -> str:
     gradient, until ``benchmarks/bench_conv.py`` measured on the GPU says otherwise."""
     backend = backend or jax.default_backend()
     return "loop" if backend == "cpu" else "patches"
+
+
+def vmapped(model):
+    """``model`` (a Flax module with a ``conv`` field) with the convolutions of
+    ``for_vmapped_models``: the same function and parameters, fast when vmapped over models;
+    a model without the field as it is."""
+    if "conv" not in getattr(model, "__dataclass_fields__", {}):
+        return model
+    return model.clone(conv=for_vmapped_models())

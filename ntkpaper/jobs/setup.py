@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 from dataclasses import dataclass
@@ -44,9 +43,7 @@ class Setup:
     def vmapped_model(self) -> nn.Module:
         """``model`` with the convolutions that stay fast when vmapped over models
         (``conv.for_vmapped_models``): the same function and parameters."""
-        if not any(f.name == "conv" for f in dataclasses.fields(self.model)):
-            return self.model
-        return self.model.clone(conv=conv.for_vmapped_models())
+        return conv.vmapped(self.model)
 
     def step_of(self, epoch: float) -> int:
         return train_lib.epoch_to_step(epoch, self.spe)
