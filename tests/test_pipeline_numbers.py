@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ntkpaper import data, models, store
+from ntkpaper import data, models, plan, store
 from ntkpaper import params as P
 
 pytestmark = pytest.mark.workflow
@@ -32,7 +32,8 @@ class Tiny:
 
     def __init__(self, root: Path):
         self.root = root
-        self.p = P.load_figure(root / "params" / f"{FIG}.yaml", "quick").params
+        figure = P.load_figure(root / "params" / f"{FIG}.yaml", "quick")
+        self.p = figure.params
         self.ds = data.load(self.p.data.dataset)
         m = self.p.model
         self.model = models.build(
@@ -47,7 +48,8 @@ class Tiny:
             lambda: self.model.init(jax.random.PRNGKey(0), self.ds.x_train[:1], train=False)
         )
         self.shapes = {c: shapes[c] for c in ("params", "batch_stats")}
-        (self.parent,) = list((root / "runs" / "parent").iterdir())  # the three figures share it
+        # the three figures share it (another test may add a parent of its own)
+        self.parent = root / "runs" / "parent" / plan.integrated_runs(figure).parent.key
         self.out = root / "results" / "quick" / FIG
 
     def children_dir(self, spawn_epoch: float) -> Path:
