@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ntkpaper.train import Diverged, Fused, TrainState
+from ntkpaper.train import Fused, TrainState, check_finite
 
 
 def stack(state: TrainState, n: int) -> TrainState:
@@ -185,13 +185,7 @@ def run_together(
         for m in list(active):
             if t not in m.stops:
                 continue
-            loss = np.asarray(m.loss)
-            if not np.all(np.isfinite(loss)):
-                raise Diverged(
-                    f"{m.name}: training loss is {loss} at step {t}; the run diverged. Lower "
-                    "the learning rate (or raise the batch size) in the parameter file, then "
-                    "run the same command again."
-                )
+            check_finite(m.name, m.loss, t)
             if m.on_stop(t, m.state) or t == m.stops[-1]:
                 active.remove(m)
                 finals[m.name] = m.state

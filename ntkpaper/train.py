@@ -34,6 +34,17 @@ class Diverged(RuntimeError):
     """The training loss is not finite; the message names the run and the way out."""
 
 
+def check_finite(name: str, loss, step: int) -> None:
+    """Raise ``Diverged`` naming run ``name`` if ``loss`` (at ``step``) is not finite."""
+    loss = np.asarray(loss)
+    if not np.all(np.isfinite(loss)):
+        raise Diverged(
+            f"{name}: training loss is {loss} at step {step}; the run diverged. Lower the "
+            "learning rate (or raise the batch size) in the parameter file, then run the same "
+            "command again."
+        )
+
+
 class TrainState(struct.PyTreeNode):
     """Everything a run needs to continue: weights, batch-norm statistics, optimiser state."""
 
@@ -239,12 +250,8 @@ def run_steps(
             n = min(stop, (step // steps.spe + 1) * steps.spe) - step
             state, loss = steps.segment(state, key, *jnp.asarray([step, n], jnp.int32), *args)
             step += n
-        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
-            raise Diverged(
-                f"{name}: training loss is {np.asarray(loss)} at step {step}; the run diverged. "
-                "Lower the learning rate (or raise the batch size) in the parameter file, then "
-                "run the same command again."
-            )
+        if loss is not None:
+            check_finite(name, loss, step)
         if on_stop(step, state):
             break
     return state

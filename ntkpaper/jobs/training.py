@@ -124,9 +124,10 @@ def train_children(jobs: list[Job]) -> None:
     per_program, pad_to = spawn.program_size(fused, members[0], args)
     try:
         finals = spawn.run_together(fused, members, args, per_program, pad_to)
-    except BaseException as e:  # every job's own log says why it stopped
+    except BaseException as e:  # the log of every job left incomplete says why it stopped
         for run in runs:
-            run.log(f"error: {type(e).__name__}: {e}")
+            if not store.is_complete(run.job.kind, run.job.key):
+                run.log(f"error: {type(e).__name__}: {e}")
         raise
     for run in runs:  # those that ended before training (converged when they were killed)
         if not store.is_complete(run.job.kind, run.job.key):
@@ -134,8 +135,10 @@ def train_children(jobs: list[Job]) -> None:
 
 
 class _Children:
-    """One children job within ``train_children``: its member of the batch, its stops, its
-    files (checkpoint, snapshots, final) and its log."""
+    """One children job within ``train_children``: its member of the batch, its stops (every
+    epoch boundary and its end), its files and its log. It checkpoints its stacked state at
+    every stop and, with ``snapshot_every``, keeps the stacked weights and statistics at every
+    multiple of it (``store.snapshot_name``)."""
 
     def __init__(self, job: Job, s) -> None:
         self.job, self.s, spec = job, s, job.spec
@@ -153,15 +156,18 @@ class _Children:
         with open(self.out / "log.txt", "a") as f:
             f.write(msg + "\n")
 
-    def train_losses(self, states) -> list[float]:
-        s, n = self.s, self.job.spec.n_children
-        ds, eb = s.dataset, s.data_params.eval_batch
+    def evaluate(self, states, x, y) -> list[tuple[float, float]]:
+        """Error and cross-entropy of each child on (x, y) (``train.evaluate``)."""
+        s = self.s
         return [
-            train_lib.evaluate(
-                s.model, spawn.unstack(states, i).variables, ds.x_train, ds.y_train, eb
-            )[1]
-            for i in range(n)
-        ]
+            train_lib.evaluate(s.model, spawn.unstack(states, i).variables, x, y,
+                               s.data_params.eval_batch)
+            for i in range(self.job.spec.n_children)
+        ]  # fmt: skip
+
+    def train_losses(self, states) -> list[float]:
+        ds = self.s.dataset
+        return [loss for _, loss in self.evaluate(states, ds.x_train, ds.y_train)]
 
     def member(self) -> spawn.Member:
         """The job's children at its checkpoint, or spawned from the parent's snapshot."""
@@ -215,13 +221,7 @@ class _Children:
         """``final.npz`` (weights, statistics, test errors, low-lr convergence), then the
         manifest; the checkpoint goes."""
         s, spec = self.s, self.job.spec
-        ds, eb = s.dataset, s.data_params.eval_batch
-        test_error = [
-            train_lib.evaluate(
-                s.model, spawn.unstack(states, i).variables, ds.x_test, ds.y_test, eb
-            )[0]
-            for i in range(spec.n_children)
-        ]
+        test_error = [e for e, _ in self.evaluate(states, s.dataset.x_test, s.dataset.y_test)]
         low = spec.low_lr
         store.save_arrays(
             self.out / "final.npz",
