@@ -78,6 +78,7 @@ from ntkpaper import linearize, metrics, models, ntk, plan, silent, spawn
 from ntkpaper import params as P
 from ntkpaper import train as T
 from ntkpaper.jobs import setup as setup_lib
+from ntkpaper.jobs import training as training_lib
 
 HEADLINE = "fort-fig2"  # the network of the stage table: ResNet-20 on CIFAR-10
 LINEARISED = "fort-fig8"  # its order-1 linearised run
@@ -914,7 +915,7 @@ def parent_snapshots(parent: plan.Job, spe: int) -> int:
     return len({T.epoch_to_step(e, spe) for e in tp.snapshot_epochs()})
 
 
-PAD = 8  # spawn.program_size on one accelerator: a batch padded to a multiple of lcm(8, 1)
+PAD = spawn.PAD  # spawn.program_size on one accelerator: batches padded to multiples of it
 
 
 def padded(rows: int) -> int:
@@ -922,15 +923,7 @@ def padded(rows: int) -> int:
     return math.ceil(rows / PAD) * PAD
 
 
-def span(job: plan.Job, spe: int) -> tuple[int, int]:
-    """The steps [start, end) a children job trains: from its spawn step to the parent's last
-    step, or for low-lr children for ``low_lr.epochs`` (the cap; they may stop earlier)."""
-    sp = job.spec
-    start = T.epoch_to_step(sp.spawn_epoch, spe)
-    if sp.low_lr is not None:
-        return start, start + T.epoch_to_step(sp.low_lr.epochs, spe)
-    (parent,) = job.deps
-    return start, T.epoch_to_step(parent.spec.train.epochs, spe)
+span = training_lib.span  # the steps [start, end) a children job trains
 
 
 def timeline(group: tuple[plan.Job, ...], spe: int) -> list[tuple[int, list[plan.Job]]]:

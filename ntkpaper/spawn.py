@@ -122,6 +122,9 @@ def programs(sizes: Sequence[int], per_program: int | None, pad_to: int = 1) -> 
     return [p + [p[0]] * (-len(p) % pad_to) for p in out if p]
 
 
+PAD = 8  # an accelerator's batch of models: a multiple of lcm(PAD, devices) (``program_size``)
+
+
 def program_size(fused: Fused, member: Member, args: tuple, fraction: float = 0.7):
     """``(per_program, pad_to)`` for ``run_together`` on this machine's devices.
 
@@ -142,7 +145,7 @@ def program_size(fused: Fused, member: Member, args: tuple, fraction: float = 0.
         limit = None
     shared = sum(a.nbytes for a in jax.tree.leaves(args)) * len(devices)  # on every device
     n = None if limit is None else fill(per_model, shared, limit * len(devices), fraction)
-    return n, math.lcm(8, len(devices))
+    return n, math.lcm(PAD, len(devices))
 
 
 def fill(per_model: float, shared: float, memory: float, fraction: float = 0.7) -> int:

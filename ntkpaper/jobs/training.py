@@ -92,6 +92,16 @@ def convergence(steps: list, losses: list, low_lr, spawn_step: int, spe: int) ->
     }
 
 
+def span(job: Job, spe: int) -> tuple[int, int]:
+    """The steps a children job trains, [spawn step, end): to the parent's last step or, for
+    low-lr children, for ``low_lr.epochs`` (the cap; they may stop earlier, converged)."""
+    (parent,) = job.deps
+    start = train_lib.epoch_to_step(job.spec.spawn_epoch, spe)
+    if job.spec.low_lr is not None:
+        return start, start + train_lib.epoch_to_step(job.spec.low_lr.epochs, spe)
+    return start, train_lib.epoch_to_step(parent.spec.train.epochs, spe)
+
+
 def run_children(job: Job) -> None:
     """The children of one spawn epoch (``train_children`` of one job)."""
     train_children([job])
@@ -143,11 +153,10 @@ class _Children:
     def __init__(self, job: Job, s) -> None:
         self.job, self.s, spec = job, s, job.spec
         self.out = begin(job)
-        self.spawn_step, self.end = s.step_of(spec.spawn_epoch), s.step_of(s.train_params.epochs)
+        self.spawn_step, self.end = span(job, s.spe)
         self.tx = s.tx
         if spec.low_lr is not None:
             self.tx = train_lib.optimizer(s.train_params, s.spe, lr=spec.low_lr.lr, lr_drops=())
-            self.end = self.spawn_step + s.step_of(spec.low_lr.epochs)
         self.member_name = f"children run {job.key}"
         self.ckpt = self.out / "checkpoint.npz"
 
